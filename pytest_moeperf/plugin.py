@@ -1,0 +1,251 @@
+"""The pytest plugin: options, hooks and tiny fixtures. Measurement lives elsewhere.
+
+Loading this module imports neither torch, transformers nor pynvml (a test proves it):
+they load when the first benchmark case is collected or measured.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from .options import BACKENDS, CONTEXT_MODES, DTYPES, EXPERTS, GPU_KINDS, parse_options
+
+SESSION_KEY = "_moeperf"
+
+
+def pytest_addhooks(pluginmanager):
+    from . import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("moeperf", "pytest-moeperf: deployment benchmarks of MoE and dense LLMs")
+    g.addoption("--gpu", dest="moeperf_gpu", metavar="KIND", default=None,
+                help=f"cpu, auto (default) or a GPU kind that must be present ({', '.join(GPU_KINDS)}); "
+                     "a kind selects baselines/KIND/ as pytest-benchmark storage")
+    add = g.addoption
+    add("--moeperf-models", metavar="NAMES", default=None,
+        help="comma-separated presets (default: tiny-moe,tiny-dense on CPU; gpt-oss-20b,qwen3-32b,yi-34b on GPU)")
+    add("--moeperf-contexts", metavar="TOKENS", default=None,
+        help="comma-separated exact post-template context lengths (default: 64,128 CPU; 128,512,1024,2048 GPU)")
+    add("--moeperf-new-tokens", metavar="N", default=None, help="comma-separated new tokens per round (default 16 CPU, 64 GPU)")
+    add("--moeperf-rounds", metavar="N", default=None, help="minimum measured rounds per case (default 10)")
+    add("--moeperf-warmup-rounds", metavar="N", default=None, help="discarded warm-up rounds (default 1)")
+    add("--moeperf-dtype", metavar="DTYPES", default=None, help=f"comma-separated, from {', '.join(DTYPES)} (default bf16)")
+    add("--moeperf-backend", metavar="NAMES", default=None,
+        help=f"comma-separated, from {', '.join(BACKENDS)} (static = static cache + torch.compile; default eager)")
+    add("--moeperf-batch", metavar="SIZES", default=None, help="comma-separated batch sizes (default 1)")
+    add("--moeperf-decoding", metavar="NAMES", default=None,
+        help="comma-separated: greedy, top_p0.9, top_k50, temp1.5, temp0.3 (default greedy)")
+    add("--moeperf-experts", metavar="NAMES", default=None,
+        help=f"MoE experts_implementation, comma-separated from {', '.join(EXPERTS)} (default: transformers' own)")
+    add("--moeperf-context-mode", metavar="MODE", default=None,
+        help=f"{' or '.join(CONTEXT_MODES)} (paper-truncate reproduces the paper's trim; default exact)")
+    add("--moeperf-weights", metavar="MODEL=PATH", action="append", default=[],
+        help="load MODEL from a checkpoint path or hub id instead of random weights (repeatable)")
+    add("--moeperf-energy-window-s", metavar="S", default=None, help="energy window length in seconds (default 5, min 1)")
+    add("--moeperf-energy-windows", metavar="N", default=None, help="energy windows per case (default 5)")
+    add("--moeperf-results", metavar="PATH", default=None,
+        help="append each finished case to this JSON-lines log (default .moeperf/results.jsonl)")
+    add("--moeperf-seed", metavar="N", default=None, help="seed for random weights and sampling (default 0)")
+    # the regression gate (pytest_moeperf.gate_pytest)
+    add("--moeperf-gate", metavar="PATH|auto|off", default="auto",
+        help="baseline to gate against: a JSON file or folder, auto (the --benchmark-compare run or the newest "
+             "run in the storage of --gpu) or off")
+    add("--moeperf-threshold", metavar="METRIC=PCT", action="append", default=[],
+        help="override the gate's practical threshold for a metric (repeatable)")
+    add("--moeperf-allow", metavar="METRIC[@BENCH]", action="append", default=[],
+        help="acknowledged regression: FAIL becomes WARN for this metric (repeatable)")
+    add("--moeperf-gate-strict", action="store_true", default=False, help="INCONCLUSIVE verdicts also fail the run")
+    add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
+        help="compare even when the baseline was measured on another GPU kind")
+    add("--moeperf-verdict-json", metavar="PATH", default=".moeperf/verdict.json", help="where to write the gate's verdicts")
+
+
+def _getter(config):
+    return lambda name: config.getoption(name, None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "moeperf: a pytest-moeperf deployment benchmark")
+    get = _getter(config)
+    try:
+        parse_options(get, cuda_available=False)  # validate every value now; the device is resolved later
+        gpu = (get("moeperf_gpu") or "auto").lower()
+        if gpu in GPU_KINDS:
+            from .session import check_gpu_kind
+
+            check_gpu_kind(gpu)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if gpu not in ("auto",) and config.getoption("benchmark_storage", None) in (None, "file://./.benchmarks"):
+        # baselines of different GPU kinds must never mix: one storage folder per kind
+        config.option.benchmark_storage = f"file://{os.path.join(str(config.rootpath), 'baselines', gpu)}"
+    state = MoeperfState(config)
+    setattr(config, SESSION_KEY, state)
+    config.pluginmanager.register(state, "moeperf-state")
+    try:
+        from .gate_pytest import GatePlugin
+    except ImportError:  # the gate module is optional at import time of partial installs
+        return
+    config.pluginmanager.register(GatePlugin(config), "moeperf-gate")
+
+
+class MoeperfState:
+    """Per-pytest-session wiring around a MoeperfSession (created on first use)."""
+
+    def __init__(self, config):
+        self.config = config
+        self._session = None
+        self.finished: list[tuple] = []  # (case, extra_info)
+        self.failed: list[tuple] = []  # (case, error)
+        self._log_started = False
+
+    @property
+    def session(self):
+        if self._session is None:
+            from .results_log import ResultsLog
+            from .session import MoeperfSession
+
+            options = self.options()
+            self._session = MoeperfSession(options, log=ResultsLog(options.results_path))
+        return self._session
+
+    def options(self):
+        import torch
+
+        try:
+            return parse_options(_getter(self.config), cuda_available=torch.cuda.is_available())
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def machine_info_extra(self) -> dict:
+        info = {"moeperf_version": _version()}
+        for mod in ("torch", "transformers"):
+            if mod in sys.modules:
+                info[f"{mod}_version"] = getattr(sys.modules[mod], "__version__", None)
+        if self._session is not None:
+            if "torch" in sys.modules:
+                info["cuda_version"] = sys.modules["torch"].version.cuda
+            info["gpu"] = self._session.gpu_identity()
+            info["moeperf_device"] = self._session.device_name
+        return info
+
+    def log_case(self, bench: dict) -> None:
+        log = self.session.log
+        if not self._log_started:
+            log.session_started(self.machine_info_extra())
+            self._log_started = True
+        log.case_finished(bench)
+
+    # --- hooks ----------------------------------------------------------------------------
+    def pytest_generate_tests(self, metafunc):
+        if "moeperf_case" not in metafunc.fixturenames:
+            return
+        cases = self.session.options.cases()
+        self.config.hook.pytest_moeperf_modify_cases(config=self.config, cases=cases)
+        self._check_contexts(cases)
+        metafunc.parametrize("moeperf_case", cases, ids=[c.case_id for c in cases])
+
+    def _check_contexts(self, cases):
+        """A context below a chat template's fixed overhead stops the run before any model loads."""
+        from .context import ContextError, build_exact_context
+        from .presets import get_preset
+        from .tokenizer import get_tokenizer
+
+        smallest: dict[str, int] = {}
+        for c in cases:
+            smallest[c.model] = min(smallest.get(c.model, c.context_tokens), c.context_tokens)
+        for model, ctx in smallest.items():
+            p = get_preset(model)
+            try:
+                tok = get_tokenizer(p.family, p.vocab_size, self.session.options.checkpoint_for(model))
+                build_exact_context(tok, ctx)
+            except (ContextError, ValueError) as exc:
+                raise pytest.UsageError(f"--moeperf-contexts: {model}: {exc}") from None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        if call.when != "call" or "moeperf_case" not in getattr(item, "callspec", _NoSpec).params:
+            return
+        report = outcome.get_result()
+        case = item.callspec.params["moeperf_case"]
+        fixture = getattr(item, "funcargs", {}).get("benchmark")
+        if report.passed and fixture is not None and getattr(fixture, "stats", None) is not None:
+            bench = fixture.stats.as_dict(include_data=True)
+            self.log_case(bench)
+            self.finished.append((case, bench["extra_info"]))
+            self.config.hook.pytest_moeperf_case_finished(config=self.config, case=case, extra_info=bench["extra_info"])
+        elif report.failed:
+            error = _report_line(report)
+            self.session.log.case_failed(item.nodeid, case.case_id, error)
+            self.failed.append((case, error))
+            self.config.hook.pytest_moeperf_case_failed(config=self.config, case=case, error=error)
+
+    def pytest_benchmark_update_machine_info(self, config, machine_info):
+        machine_info.update(self.machine_info_extra())
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not (self.finished or self.failed):
+            return
+        from .summary import render_summary
+
+        terminalreporter.write_sep("=", "moeperf deployment metrics")
+        terminalreporter.write_line(render_summary(self.finished, self.failed))
+        if self._session is not None:
+            terminalreporter.write_line(f"results log: {self._session.options.results_path}")
+
+    def pytest_sessionfinish(self, session):
+        if self._session is not None:
+            self._session.release()
+
+
+class _NoSpec:
+    params: dict = {}
+
+
+def _report_line(report) -> str:
+    text = str(report.longrepr) if report.longrepr is not None else "failed"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("E ") or "Failed:" in ln:
+            return ln.removeprefix("E").strip()
+    return lines[-1] if lines else "failed"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def moeperf(request):
+    """The MoeperfSession: options, loaded model, GPU and results log."""
+    return getattr(request.config, SESSION_KEY).session
+
+
+@pytest.fixture
+def moeperf_measure(moeperf, benchmark):
+    """``moeperf_measure(case)`` measures a case through benchmark.pedantic and fills extra_info."""
+    from .session import CaseFailed
+
+    def measure(case):
+        def run_rounds(target, rounds, warmup_rounds):
+            benchmark.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+
+        try:
+            info = moeperf.measure_case(case, run_rounds)
+        except CaseFailed as exc:
+            pytest.fail(str(exc), pytrace=False)
+        benchmark.extra_info.update(info)
+        return info
+
+    return measure

@@ -1,0 +1,188 @@
+"""The suite's state for one pytest session: options, the loaded model, the GPU, the log.
+
+Works without pytest: ``MoeperfSession(options).measure_case(case, run_rounds)`` is the
+whole measurement; the plugin only passes pytest-benchmark's ``pedantic`` as run_rounds.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import dataclass, field
+
+from .cases import Case
+from .measure import CaseRunner, MeasureSettings
+from .options import GPU_KINDS, RunOptions
+from .results_log import ResultsLog
+
+
+class CaseFailed(RuntimeError):
+    """A case could not be measured; the message is one line and is recorded in the log."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def check_gpu_kind(kind: str) -> str:
+    """Stop unless the visible GPU is of the kind asked for; returns NVML's device name."""
+    from .energy import EnergyUnavailable, NvmlDevice
+
+    try:
+        name = NvmlDevice().identity()["name"] or "unknown"
+    except (EnergyUnavailable, Exception) as exc:  # NVML missing: no GPU we can name
+        raise ValueError(f"--gpu {kind}: no NVIDIA GPU found through NVML ({_first_line(exc)}); "
+                         "run with --gpu cpu") from None
+    if GPU_KINDS[kind].lower() not in name.lower():
+        guess = next((k for k, sub in GPU_KINDS.items() if sub.lower() in name.lower()), "auto")
+        raise ValueError(f"--gpu {kind}: the visible GPU is {name!r}, not an {kind.upper()}; "
+                         f"pass --gpu {guess} (its baselines live in baselines/{guess}/)")
+    return name
+
+
+@dataclass
+class MoeperfSession:
+    options: RunOptions
+    log: ResultsLog | None = None
+    _loaded: object = None
+    _gpu: object = None
+    _gpu_checked: bool = False
+    energy_unavailable: str | None = None
+    idle_power_w: float | None = None
+    finished: list = field(default_factory=list)
+
+    # --- device ----------------------------------------------------------------------------
+    @property
+    def device_name(self) -> str:
+        if self.options.device == "cuda":
+            import torch
+
+            return torch.cuda.get_device_name(0)
+        import platform
+
+        return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+    def gpu(self):
+        """NVML view of the GPU (None on CPU or where NVML fails; the reason is kept)."""
+        if not self._gpu_checked:
+            self._gpu_checked = True
+            if self.options.device != "cuda":
+                self.energy_unavailable = "no GPU: device is the CPU (NVML energy applies to NVIDIA GPUs)"
+            else:
+                from .energy import EnergyMeter, EnergyUnavailable, NvmlDevice
+
+                try:
+                    self._gpu = NvmlDevice()
+                    self._meter = EnergyMeter(self._gpu)
+                    self.idle_power_w = self._measure_idle_power()
+                except (EnergyUnavailable, Exception) as exc:
+                    self.energy_unavailable = _first_line(exc)
+                    self._meter = None
+        return self._gpu
+
+    @property
+    def energy_meter(self):
+        self.gpu()
+        return getattr(self, "_meter", None)
+
+    def _measure_idle_power(self, seconds: float = 2.0) -> float | None:
+        """Board power with nothing running, for the idle-subtracted figure (never the headline)."""
+        import torch
+
+        torch.cuda.synchronize()
+        start = self._meter.begin_window()
+        time.sleep(seconds)
+        return self._meter.end_window(start).power_w
+
+    def gpu_identity(self) -> dict | None:
+        gpu = self.gpu()
+        if gpu is None:
+            return None
+        ident = gpu.identity()
+        ident["idle_power_w"] = self.idle_power_w
+        ident["other_processes"] = gpu.other_processes()
+        return ident
+
+    # --- models ----------------------------------------------------------------------------
+    def model(self, name: str, dtype: str, experts: str | None):
+        """The loaded model for a case; the previous one is dropped first (one on the device)."""
+        from .loading import load_model, unload
+
+        key = (name, dtype, experts)
+        if self._loaded is not None and self._loaded_key == key:
+            return self._loaded
+        old, self._loaded = self._loaded, None
+        unload(old)
+        self._loaded = load_model(name, device=self.options.device, dtype=dtype,
+                                  checkpoint=self.options.checkpoint_for(name), experts=experts,
+                                  seed=self.options.seed)
+        self._loaded_key = key
+        return self._loaded
+
+    def release(self):
+        from .loading import unload
+
+        old, self._loaded = self._loaded, None
+        unload(old)
+
+    # --- one case --------------------------------------------------------------------------
+    def settings(self) -> MeasureSettings:
+        o = self.options
+        return MeasureSettings(rounds=o.rounds, warmup_rounds=o.warmup_rounds, energy_window_s=o.energy_window_s,
+                               energy_windows=o.energy_windows, seed=o.seed)
+
+    def measure_case(self, case: Case, run_rounds) -> dict:
+        """Measure ``case``; ``run_rounds(target, rounds, warmup_rounds)`` drives the rounds.
+
+        Returns the extra_info dict. Failures (CUDA OOM, compile errors, ...) raise CaseFailed
+        with one line, after memory is released, so the session goes on with the next case.
+        """
+        import torch
+
+        runner = None
+        try:
+            loaded = self.model(case.model, case.dtype, case.experts)
+            gpu = self.gpu()
+            others = gpu.other_processes() if gpu is not None else []
+            runner = CaseRunner(loaded, case, self.settings(), gpu=gpu, energy_meter=self.energy_meter,
+                                energy_unavailable=self.energy_unavailable, idle_power_w=self.idle_power_w)
+            runner.warmup_rounds = self.options.warmup_rounds
+            runner.prime()
+            rounds = runner.plan_rounds()
+            run_rounds(runner.round, rounds, self.options.warmup_rounds)
+            if gpu is not None:
+                others = others + [p for p in gpu.other_processes() if p not in others]
+            info = runner.extra_info(self.device_name)
+            info["paper_ttft_ms"] = _median(runner.paper_ttft())
+            info["other_gpu_processes"] = others
+            info["contaminated"] = bool(others)
+            return info
+        except torch.OutOfMemoryError as exc:
+            asked = _first_line(exc)
+            runner = None
+            self._free_after_failure()
+            raise CaseFailed(f"CUDA out of memory: {asked}") from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            runner = None
+            self._free_after_failure()
+            raise CaseFailed(_first_line(exc)) from exc
+
+    def _free_after_failure(self):
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:
+            pass
+
+
+def _median(values):
+    from .stats import median
+
+    return median(values)

@@ -1,0 +1,48 @@
+"""The terminal summary: the deployment metrics per case (pytest-benchmark shows only round times)."""
+
+from __future__ import annotations
+
+COLUMNS = (  # header, extra_info key, scale, format
+    ("TTFT ms", "ttft_ms", 1.0, "{:.1f}"),
+    ("TPOT ms/tok", "tpot_ms", 1.0, "{:.2f}"),
+    ("decode tok/s", "decode_tokens_per_s", 1.0, "{:.1f}"),
+    ("E2E p50 ms", "e2e_ms_p50", 1.0, "{:.1f}"),
+    ("E2E p95 ms", "e2e_ms_p95", 1.0, "{:.1f}"),
+    ("peak GB", "_peak_bytes", 1e-9, "{:.2f}"),
+    ("KV MB", "kv_cache_bytes", 1e-6, "{:.2f}"),
+    ("J/1k tok", "j_per_1k_tokens", 1.0, "{:.1f}"),
+    ("energy CV", "energy_j_cv", 100.0, "{:.1f}%"),
+    ("n", "rounds", 1.0, "{:.0f}"),
+)
+
+
+def _cell(info: dict, key: str, scale: float, fmt: str) -> str:
+    if key == "_peak_bytes":
+        value = info.get("peak_allocated_bytes") or info.get("peak_rss_bytes")
+    else:
+        value = info.get(key)
+    return "—" if value is None else fmt.format(value * scale)
+
+
+def render_summary(finished: list, failed: list) -> str:
+    headers = ["case"] + [c[0] for c in COLUMNS]
+    rows = [[case.case_id] + [_cell(info, *c[1:]) for c in COLUMNS] for case, info in finished]
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
+    for r in rows:
+        lines.append("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    notes = sorted({info.get("energy_unavailable") for _, info in finished if info.get("energy_unavailable")})
+    for note in notes:
+        lines.append(f"energy unavailable: {note}")
+    contaminated = [case.case_id for case, info in finished if info.get("contaminated")]
+    if contaminated:
+        lines.append(f"WARNING: other processes used the GPU during {', '.join(contaminated)}: figures contaminated")
+    throttled = [f"{case.case_id} ({info['throttled_rounds']} rounds)" for case, info in finished
+                 if info.get("throttled_rounds")]
+    if throttled:
+        lines.append(f"WARNING: clock throttling during {', '.join(throttled)}")
+    for case, error in failed:
+        lines.append(f"FAILED {case.case_id}: {error}")
+    lines.append("TPOT = (E2E - TTFT)/(n - 1); percentiles numpy 'linear' over n rounds; GB decimal; "
+                 "energy gross board, NVML counter (docs/metrics.md)")
+    return "\n".join(lines)
