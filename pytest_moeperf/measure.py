@@ -7,9 +7,9 @@ are the inter-token latencies. transformers already synchronizes once per decode
 unfinished-sequences check), so the stamp adds no extra stall; its cost is checked on the
 GPU (see docs/metrics.md).
 
-Energy windows span consecutive measured rounds: the counter is read at round boundaries,
-a window closes at the first boundary after ``energy_window_s``, so energy costs no extra
-runs. Rounds are raised, if needed, so that ``energy_windows`` full windows fit.
+Energy windows span consecutive measured rounds: the counter is read at round boundaries
+and a window is a fixed number of rounds lasting >= ``energy_window_s``, so energy costs
+no extra runs. Rounds are raised, if needed, so that ``energy_windows`` windows fit.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ class CaseRunner:
     warmup_rounds: int = 0
     first_call_s: float | None = None
     second_call_s: float | None = None
+    rounds_per_window: int | None = None
 
     def __post_init__(self):
         import torch
@@ -217,12 +218,16 @@ class CaseRunner:
         return self.second_call_s
 
     def plan_rounds(self) -> int:
-        """Requested rounds, raised so that the energy windows fit when energy is measured."""
+        """Requested rounds, raised so that ``energy_windows`` windows of >= energy_window_s fit.
+
+        A window is a fixed count of consecutive rounds, sized from the primed round time with
+        a 10% margin (round times drift a little), so energy costs no extra runs.
+        """
         rounds = self.settings.rounds
+        self.rounds_per_window = None
         if self.energy_meter is not None and self.second_call_s:
-            per_window = max(1, math.ceil(self.settings.energy_window_s / self.second_call_s))
-            # one spare window's worth: round times vary and the last window must close
-            needed = per_window * (self.settings.energy_windows + 1)
+            self.rounds_per_window = max(1, math.ceil(self.settings.energy_window_s / (0.9 * self.second_call_s)))
+            needed = self.rounds_per_window * self.settings.energy_windows
             rounds = max(rounds, min(needed, self.settings.max_rounds))
         return rounds
 
@@ -244,7 +249,7 @@ class CaseRunner:
         if self.energy_meter is not None:
             self._window_rounds += 1
             self._window_tokens += timing.new_tokens * timing.batch_size
-            if time.perf_counter() - self._window_start.t_s >= self.settings.energy_window_s:
+            if self._window_rounds >= (self.rounds_per_window or 1):
                 self._close_window()
 
     def _begin_measurement(self):
@@ -286,7 +291,7 @@ class CaseRunner:
         from .memory import cache_tensor_bytes, kv_cache_bytes, kv_layout, peak_rss_bytes
 
         if self._window_start is not None:  # a trailing partial window: keep only if long enough
-            if time.perf_counter() - self._window_start.t_s >= self.settings.energy_window_s:
+            if self._window_rounds >= (self.rounds_per_window or 1):
                 self._close_window()
             self._window_start = None
         rounds = self.rounds_done

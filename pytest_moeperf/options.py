@@ -124,7 +124,7 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
     rounds_raw = get("moeperf_rounds")
     rounds = _ints(rounds_raw, "--moeperf-rounds")[0] if rounds_raw is not None else defaults["rounds"]
     warm_raw = get("moeperf_warmup_rounds")
-    warmup = _ints(warm_raw, "--moeperf-warmup-rounds", minimum=0)[0] if warm_raw is not None else 1
+    warmup = _ints(warm_raw, "--moeperf-warmup-rounds", minimum=0)[0] if warm_raw is not None else 0
     dtypes = _choices(get("moeperf_dtype") or "bf16", "--moeperf-dtype", DTYPES)
     backends = _choices(get("moeperf_backend") or "eager", "--moeperf-backend", BACKENDS)
     batches = _ints(get("moeperf_batch") or "1", "--moeperf-batch")

@@ -156,6 +156,7 @@ class MoeperfSession:
                 others = others + [p for p in gpu.other_processes() if p not in others]
             info = runner.extra_info(self.device_name)
             info["paper_ttft_ms"] = _median(runner.paper_ttft())
+            info.update(self._roofline(loaded, info))
             info["other_gpu_processes"] = others
             info["contaminated"] = bool(others)
             return info
@@ -170,6 +171,25 @@ class MoeperfSession:
             runner = None
             self._free_after_failure()
             raise CaseFailed(_first_line(exc)) from exc
+
+    def bandwidth(self) -> float | None:
+        """Device-to-device copy bandwidth, measured once per session (CUDA only)."""
+        if not hasattr(self, "_bandwidth"):
+            from .roofline import measure_copy_bandwidth
+
+            self._bandwidth = measure_copy_bandwidth() if self.options.device == "cuda" else None
+        return self._bandwidth
+
+    def _roofline(self, loaded, info: dict) -> dict:
+        from .roofline import decode_step_bytes, roofline_fraction
+
+        cfg = loaded.model.config
+        step = decode_step_bytes(loaded.params.active, loaded.params.input_embedding, loaded.model.dtype.itemsize,
+                                 info["kv_cache_bytes"], info["batch_size"], loaded.params.inactive_experts,
+                                 getattr(cfg, "num_local_experts", None), getattr(cfg, "num_experts_per_tok", None))
+        bw = self.bandwidth()
+        return {"decode_step_bytes": step, "memory_bandwidth_bytes_per_s": bw,
+                "roofline_fraction": roofline_fraction(step, bw, info.get("tpot_ms"))}
 
     def _free_after_failure(self):
         gc.collect()
