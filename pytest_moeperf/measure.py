@@ -8,8 +8,8 @@ unfinished-sequences check), so the stamp adds no extra stall; its cost is check
 GPU (see docs/metrics.md).
 
 Energy windows span consecutive measured rounds: the counter is read at round boundaries
-and a window is a fixed number of rounds lasting >= ``energy_window_s``, so energy costs
-no extra runs. Rounds are raised, if needed, so that ``energy_windows`` windows fit.
+and a window closes at the first boundary past ``energy_window_s``, so energy costs no
+extra runs. Rounds are raised, if needed, so that ``energy_windows`` windows fit.
 """
 
 from __future__ import annotations
@@ -122,7 +122,6 @@ class CaseRunner:
     warmup_rounds: int = 0
     first_call_s: float | None = None
     second_call_s: float | None = None
-    rounds_per_window: int | None = None
 
     def __post_init__(self):
         import torch
@@ -220,14 +219,15 @@ class CaseRunner:
     def plan_rounds(self) -> int:
         """Requested rounds, raised so that ``energy_windows`` windows of >= energy_window_s fit.
 
-        A window is a fixed count of consecutive rounds, sized from the primed round time with
-        a 10% margin (round times drift a little), so energy costs no extra runs.
+        Windows close at the first round boundary past energy_window_s, so every window is
+        long enough whatever the rounds do; the count is planned from the faster priming
+        call with a 20% margin, since eager rounds on a host-bound GPU drift and jump.
         """
         rounds = self.settings.rounds
-        self.rounds_per_window = None
-        if self.energy_meter is not None and self.second_call_s:
-            self.rounds_per_window = max(1, math.ceil(self.settings.energy_window_s / (0.9 * self.second_call_s)))
-            needed = self.rounds_per_window * self.settings.energy_windows
+        estimate = min(t for t in (self.first_call_s, self.second_call_s) if t)
+        if self.energy_meter is not None and estimate:
+            per_window = math.ceil(self.settings.energy_window_s / (0.8 * estimate))
+            needed = per_window * self.settings.energy_windows
             rounds = max(rounds, min(needed, self.settings.max_rounds))
         return rounds
 
@@ -249,7 +249,7 @@ class CaseRunner:
         if self.energy_meter is not None:
             self._window_rounds += 1
             self._window_tokens += timing.new_tokens * timing.batch_size
-            if self._window_rounds >= (self.rounds_per_window or 1):
+            if time.perf_counter() - self._window_start.t_s >= self.settings.energy_window_s:
                 self._close_window()
 
     def _begin_measurement(self):
@@ -290,10 +290,7 @@ class CaseRunner:
 
         from .memory import cache_tensor_bytes, kv_cache_bytes, kv_layout, peak_rss_bytes
 
-        if self._window_start is not None:  # a trailing partial window: keep only if long enough
-            if self._window_rounds >= (self.rounds_per_window or 1):
-                self._close_window()
-            self._window_start = None
+        self._window_start = None  # a trailing window shorter than energy_window_s is dropped
         rounds = self.rounds_done
         case, loaded = self.case, self.loaded
         ttft = [r.ttft_ms for r in rounds]

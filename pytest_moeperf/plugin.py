@@ -75,7 +75,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "moeperf: a pytest-moeperf deployment benchmark")
     get = _getter(config)
     try:
-        parse_options(get, cuda_available=False)  # validate every value now; the device is resolved later
+        parse_options(get, cuda_available=True)  # validate every value now; the device is checked below and resolved later
         gpu = (get("moeperf_gpu") or "auto").lower()
         if gpu in GPU_KINDS:
             from .session import check_gpu_kind

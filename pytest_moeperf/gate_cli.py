@@ -1,0 +1,50 @@
+"""``python -m pytest_moeperf compare BASE HEAD``: the gate outside pytest.
+
+Exit status: 0 pass (WARN included), 1 a FAIL (or INCONCLUSIVE with --strict),
+2 bad input (raised as ValueError/OSError and printed on one line by __main__).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .gate import compare_documents, find_pyproject, load_documents, load_gate_config
+from .gate_render import render_markdown, render_text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base", metavar="BASE",
+                        help="baseline: a pytest-benchmark JSON file or storage folder (newest run), e.g. baselines/h200")
+    parser.add_argument("head", metavar="HEAD", help="this run: a JSON file from --benchmark-json (or a folder)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT",
+                        help="practical threshold in percent for a metric or kind (repeatable), e.g. tpot_ms=7.5")
+    parser.add_argument("--allow", action="append", default=[], metavar="SPEC",
+                        help="turn FAIL into WARN for METRIC or METRIC@BENCHMARK-GLOB (repeatable)")
+    parser.add_argument("--strict", action="store_true", help="INCONCLUSIVE exits 1 too")
+    parser.add_argument("--json", metavar="OUT", help="write the verdict JSON here")
+    parser.add_argument("--markdown", metavar="OUT",
+                        help="append the markdown verdict table here (e.g. \"$GITHUB_STEP_SUMMARY\")")
+    parser.add_argument("--pyproject", metavar="PATH",
+                        help="read [tool.moeperf.gate] from this file (default: the nearest pyproject.toml)")
+    parser.add_argument("--ignore-gpu", action="store_true", help="compare even if the GPUs differ")
+    parser.add_argument("--all-runs", action="store_true",
+                        help="with a BASE folder, use every stored run (a benchmark's newest wins), not the newest only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every metric, PASS included")
+
+
+def run(args: argparse.Namespace) -> int:
+    pyproject = args.pyproject if args.pyproject else find_pyproject(".")
+    config = load_gate_config(pyproject, args.threshold, args.allow, args.strict, args.ignore_gpu)
+    base_docs = load_documents(args.base, all_runs=args.all_runs)
+    head_doc = load_documents(args.head)[-1]
+    result = compare_documents(base_docs, head_doc, config)
+    print(render_text(result, verbose=args.verbose))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as fh:  # the step summary is appended to
+            fh.write(render_markdown(result))
+    return result.exit_code(config.strict)

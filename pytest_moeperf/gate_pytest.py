@@ -1,0 +1,155 @@
+"""The gate inside pytest: each benchmark test is compared with its baseline as it finishes.
+
+plugin.py registers ``GatePlugin(config)`` in pytest_configure and defines the options;
+they are read with ``config.getoption(dest, default)`` so the plugin also works where
+only some of them exist. A FAIL turns the benchmark's test into a failure whose message
+is the metric table; the session summary and the verdict JSON cover every benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import gate
+from .gate import FAIL, INCONCLUSIVE, BaselineError, BenchmarkResult, GateConfig, GateResult
+from .gate_render import render_benchmark_failure, render_text
+
+DEFAULT_VERDICT_JSON = ".moeperf/verdict.json"
+
+
+class GatePlugin:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.mode = str(config.getoption("moeperf_gate", "auto") or "auto")
+        self.gate_config: GateConfig | None = None
+        self.base_docs: list[dict] = []
+        self.index: dict[str, tuple[Mapping[str, Any], str | None]] | None = None  # None: gate off
+        self.status = ""  # why there is nothing to compare with, shown in the summary
+        self.results: list[BenchmarkResult] = []
+        self.result: GateResult | None = None
+        self.head_machine_info: dict | None = None
+        self.verdict_path: Path | None = None
+
+    # -- setup: after every pytest_configure, so pytest-benchmark's session exists ------------
+
+    def _opt(self, name: str, default: Any = None) -> Any:
+        value = self.config.getoption(name, default)
+        return default if value is None else value
+
+    def _benchmark_session(self) -> Any:
+        return getattr(self.config, "_benchmarksession", None)
+
+    def _compared_docs(self) -> list[dict]:
+        """The run(s) --benchmark-compare chose, as pytest-benchmark's storage loads them."""
+        bs = self._benchmark_session()
+        compare = getattr(bs, "compare", None) if bs is not None else None
+        if not compare:
+            return []
+        loaded = list(bs.storage.load()) if compare is True else list(bs.storage.load(compare))
+        if compare is True:
+            loaded = loaded[-1:]
+        docs = []
+        for relpath, data in loaded:
+            where = str(Path(str(bs.storage)) / str(relpath))
+            gate.validate_document(data, where)
+            docs.append({**data, gate.SOURCE_KEY: where})
+        return docs
+
+    def _resolve_baseline(self) -> list[dict]:
+        if self.mode not in ("auto", "off"):
+            return gate.load_documents(self.mode)
+        docs = self._compared_docs()
+        if docs:
+            return docs
+        folder = gate.storage_path(self._opt("benchmark_storage", None))
+        if folder is not None and gate.has_runs(folder):
+            return gate.load_documents(folder)
+        self.status = f"no baseline yet (nothing stored in {folder or 'the benchmark storage'}): every benchmark PASSes"
+        return []
+
+    def _head_gpu_check(self) -> None:
+        if not any(gate.gpu_name(d) for d in self.base_docs) or self.gate_config.ignore_gpu:
+            return
+        bs = self._benchmark_session()
+        if bs is None:
+            return
+        self.head_machine_info = bs.get_machine_info()
+        gate.check_gpu(self.base_docs, {"machine_info": self.head_machine_info}, self.gate_config)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.mode == "off" or hasattr(self.config, "workerinput"):  # xdist workers: benchmarks are off
+            return
+        try:
+            self.gate_config = gate.load_gate_config(
+                gate.find_pyproject(self.config.rootpath), self._opt("moeperf_threshold", []),
+                self._opt("moeperf_allow", []), bool(self._opt("moeperf_gate_strict", False)),
+                bool(self._opt("moeperf_gate_ignore_gpu", False)))
+            self.base_docs = self._resolve_baseline()
+            self._head_gpu_check()
+        except (BaselineError, gate.GpuMismatchError) as exc:
+            raise pytest.UsageError(f"moeperf gate: {exc}") from None
+        except ValueError as exc:  # a bad threshold/allow value or pyproject entry
+            raise pytest.UsageError(f"moeperf gate: {exc}") from None
+        self.index = gate.index_baseline(self.base_docs)
+        path = Path(self._opt("moeperf_verdict_json", DEFAULT_VERDICT_JSON))
+        self.verdict_path = path if path.is_absolute() else self.config.invocation_params.dir / path
+
+    # -- per test ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
+        report = yield
+        if call.when != "call" or self.index is None or report.outcome != "passed":
+            return report
+        fixture = getattr(item, "funcargs", {}).get("benchmark")
+        stats = getattr(fixture, "stats", None)
+        if not stats:  # benchmark not used, disabled, or no rounds
+            return report
+        head = stats.as_dict(include_data=True)
+        base, source = gate.find_baseline(self.index, head)
+        result = gate.compare_benchmark(base, head, self.gate_config, source)
+        self.results.append(result)
+        if result.verdict == FAIL:
+            report.outcome = "failed"
+            report.longrepr = render_benchmark_failure(result)
+        return report
+
+    # -- end of session ----------------------------------------------------------------------
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.index is None:
+            return
+        if not self.results and self._opt("moeperf_verdict_json", DEFAULT_VERDICT_JSON) == DEFAULT_VERDICT_JSON:
+            return  # no benchmark ran (e.g. the unit tests): nothing to report, no file to leave behind
+        head_doc = {"machine_info": self.head_machine_info} if self.head_machine_info else None
+        self.result = gate.build_result(self.results, self.base_docs, self.gate_config, head_doc)
+        doc = self.result.to_json()
+        doc["status"] = self.status or "compared"
+        try:
+            self.verdict_path.parent.mkdir(parents=True, exist_ok=True)
+            self.verdict_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            self.status += f"{'; ' if self.status else ''}could not write {self.verdict_path}: {exc.strerror or exc}"
+            self.verdict_path = None
+        # A FAIL already failed its test; a strict INCONCLUSIVE has no failed test to carry it.
+        if (self.gate_config.strict and session.exitstatus == 0
+                and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks)):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.result is None:
+            return
+        tr = terminalreporter
+        tr.write_sep("-", "moeperf gate")
+        if self.status:
+            tr.write_line(self.status)
+        tr.write_line(render_text(self.result, verbose=tr.config.getoption("verbose", 0) > 0))
+        if self.gate_config.strict and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks):
+            tr.write_line("strict: INCONCLUSIVE benchmarks fail the session", red=True)
+        if self.verdict_path is not None:
+            tr.write_line(f"verdict JSON: {self.verdict_path}")

@@ -1,0 +1,413 @@
+"""The gate's decision rule (pytest_moeperf.gate) and its renderers: unit and property tests."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_moeperf import gate, schema
+from pytest_moeperf.gate import FAIL, INCONCLUSIVE, PASS, SKIPPED, WARN, GateConfig
+from pytest_moeperf.gate_render import render_benchmark_failure, render_markdown, render_text
+
+SAMPLED = [m for m in schema.METRICS if m.samples]
+CFG = GateConfig()
+GIB = 1 << 30
+MIB = 1 << 20
+PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def extra(samples: dict[str, list[float]] | None = None, **scalars) -> dict:
+    """extra_info with every required key (null unless given) and the given samples."""
+    out = {k: None for k in schema.REQUIRED_KEYS}
+    out["samples"] = {} if samples is None else dict(samples)
+    for metric_key, values in (samples or {}).items():
+        metric = next(m for m in schema.METRICS if m.samples == metric_key)
+        out[metric.key] = float(np.median(values))
+    out.update(scalars)
+    return out
+
+
+def bench(name: str = "test_generate[tiny]", extra_info: dict | None = None) -> dict:
+    return {"name": name, "fullname": f"benchmarks/test_deployment.py::{name}", "params": {},
+            "stats": {"min": 1.0, "max": 1.0, "mean": 1.0, "median": 1.0, "stddev": 0.0, "rounds": 1},
+            "extra_info": extra_info if extra_info is not None else extra()}
+
+
+def doc(*benches: dict, gpu: str | None = "NVIDIA H200") -> dict:
+    return {"machine_info": {"gpu": {"name": gpu} if gpu else None}, "commit_info": {}, "benchmarks": list(benches),
+            "datetime": "2025-01-01T00:00:00", "version": "5.2.3"}
+
+
+def cmp_samples(metric_key: str, base, head, config: GateConfig = CFG) -> gate.MetricComparison:
+    metric = schema.METRICS_BY_KEY[metric_key]
+    return gate.compare_samples(metric, np.asarray(base, float), np.asarray(head, float), config)
+
+
+def normal(seed: int, center: float, cv: float, n: int) -> list[float]:
+    return list(np.random.default_rng(seed).normal(center, cv * center, n))
+
+
+def bimodal(rng: np.random.Generator, p_high: float, n: int) -> np.ndarray:
+    high = rng.random(n) < p_high
+    return np.where(high, 3.7, 2.6) + rng.normal(0, 0.03, n)
+
+
+# -- the acceptance cases from the brief --------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(20))
+def test_real_10pct_decode_slowdown_fails(seed):
+    tpot_b, tpot_h = normal(seed, 20.0, 0.03, 10), normal(1000 + seed, 22.0, 0.03, 10)
+    result = gate.compare_benchmark(
+        bench(extra_info=extra({"tpot_ms": tpot_b, "decode_tokens_per_s": [64000 / t for t in tpot_b]})),
+        bench(extra_info=extra({"tpot_ms": tpot_h, "decode_tokens_per_s": [64000 / t for t in tpot_h]})), CFG)
+    verdicts = {m.metric: m.verdict for m in result.metrics}
+    assert verdicts == {"tpot_ms": FAIL, "decode_tokens_per_s": FAIL}
+    assert result.verdict == FAIL
+
+
+def test_same_code_never_fails_at_measured_h200_noise():
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        for base, head in ((rng.normal(20, 0.6, 10), rng.normal(20, 0.6, 10)),   # decode, CV 3%
+                           (bimodal(rng, 0.5, 10), bimodal(rng, 0.5, 10))):      # eager decode, CV ~18%
+            for key in ("tpot_ms", "decode_tokens_per_s", "e2e_tokens_per_s"):
+                assert cmp_samples(key, base, head).verdict != FAIL
+
+
+def test_same_code_false_fail_rate_is_small_where_spread_is_near_the_threshold():
+    # Energy windows at CV 8%, 6 windows: the true detectable effect (11.5%) exceeds the 8%
+    # threshold, but a sample SD that comes out low by chance can hide that. The margin test
+    # keeps such false FAILs near 0.1% per metric (docs/gate.md); check it stays well under 1%.
+    rng = np.random.default_rng(8)
+    fails = sum(cmp_samples("energy_j", rng.normal(50, 4, 6), rng.normal(50, 4, 6)).verdict == FAIL
+                for _ in range(400))
+    assert fails <= 4
+
+
+def test_mixing_ratio_swing_of_bimodal_noise_is_inconclusive_not_fail():
+    # 8 fast/2 slow rounds against 2 fast/8 slow: medians a whole mode apart, p tiny.
+    # MAD and IQR see only one mode here; the SD-based detectable effect sees both.
+    base = [2.6, 2.61, 2.59, 2.6, 2.62, 2.58, 2.6, 2.61, 3.7, 3.71]
+    head = [2.6, 2.59, 3.7, 3.69, 3.71, 3.7, 3.72, 3.68, 3.7, 3.71]
+    c = cmp_samples("tpot_ms", base, head)
+    assert c.p_value < 0.05 and c.change_pct > 5
+    assert c.verdict == INCONCLUSIVE
+    assert "more rounds suggested" in c.reason and c.suggested_rounds > 10
+
+
+# -- properties -------------------------------------------------------------------------
+
+sample_lists = st.lists(st.floats(1.0, 1000.0), min_size=2, max_size=30)
+
+
+@PROPS
+@given(values=sample_lists, metric=st.sampled_from(SAMPLED))
+def test_identical_samples_never_fail(values, metric):
+    c = gate.compare_samples(metric, np.asarray(values), np.asarray(values), CFG)
+    assert c.verdict == PASS
+    assert c.change_pct == 0
+
+
+noise = st.lists(st.floats(-0.01, 0.01), min_size=5, max_size=30)
+
+
+@PROPS
+@given(base_noise=noise, head_noise=noise, metric=st.sampled_from(SAMPLED), shift=st.floats(0.3, 0.6),
+       center=st.floats(0.5, 5000.0))
+def test_large_shift_with_small_spread_fails_only_in_bad_direction(base_noise, head_noise, metric, shift, center):
+    base = center * (1 + np.asarray(base_noise))
+    worse = 1 + shift if metric.direction == "lower" else 1 - shift
+    better = 1 - shift if metric.direction == "lower" else 1 + shift
+    head = center * (1 + np.asarray(head_noise))
+    assert gate.compare_samples(metric, base, head * worse, CFG).verdict == FAIL
+    improved = gate.compare_samples(metric, base, head * better, CFG)
+    assert improved.verdict == WARN and "refresh the baseline" in improved.reason
+
+
+@PROPS
+@given(metric=st.sampled_from(SAMPLED), n=st.integers(4, 12), width=st.floats(0.25, 0.5),
+       shift_over_thr=st.floats(1.5, 3.0), seed=st.integers(0, 2**32 - 1))
+def test_wide_spread_gives_inconclusive_not_fail(metric, n, width, shift_over_thr, seed):
+    rng = np.random.default_rng(seed)
+    shape = 1 + width * np.linspace(-1, 1, n)  # a fixed, wide spread
+    shift = shift_over_thr * CFG.threshold_pct(metric.key) / 100
+    factor = 1 + shift if metric.direction == "lower" else 1 / (1 + shift)
+    base, head = 100 * rng.permutation(shape), 100 * factor * rng.permutation(shape)
+    c = gate.compare_samples(metric, base, head, CFG)
+    assert c.mde_pct > c.threshold_pct
+    assert c.verdict == INCONCLUSIVE
+    assert c.suggested_rounds and c.suggested_rounds > n
+
+
+@PROPS
+@given(seed=st.integers(0, 2**32 - 1), p_high=st.floats(0.2, 0.8), n_base=st.integers(8, 30),
+       n_head=st.integers(8, 30), metric=st.sampled_from(SAMPLED))
+def test_same_bimodal_distribution_never_fails(seed, p_high, n_base, n_head, metric):
+    rng = np.random.default_rng(seed)
+    c = gate.compare_samples(metric, bimodal(rng, p_high, n_base), bimodal(rng, p_high, n_head), CFG)
+    assert c.verdict != FAIL
+
+
+# -- statistics details ----------------------------------------------------------------
+
+def test_mde_formula_uses_sample_sd_and_base_median():
+    base, head = np.array([9.0, 10.0, 11.0]), np.array([19.0, 20.0, 21.0, 22.0])
+    z = 1.6448536269514722 + 0.8416212335729143
+    expected = 100 * z * math.sqrt(np.var(base, ddof=1) / 3 + np.var(head, ddof=1) / 4) / 10.0
+    assert gate.mde_pct(base, head, 0.05, 0.8) == pytest.approx(expected)
+
+
+def test_too_few_rounds_for_the_test_is_inconclusive():
+    # 3 vs 3 rounds: the exact one-sided U test cannot reach p < 0.05 at all
+    assert gate.min_rounds_for_alpha(0.05) == 4
+    c = cmp_samples("tpot_ms", [10.0, 10.01, 9.99], [13.0, 13.01, 12.99])
+    assert c.verdict == INCONCLUSIVE and c.suggested_rounds >= 4
+
+
+def test_significant_small_slowdown_warns():
+    c = cmp_samples("tpot_ms", normal(1, 10.0, 0.005, 20), normal(2, 10.2, 0.005, 20))
+    assert c.verdict == WARN and "under 5%" in c.reason
+
+
+def test_constant_samples_compare_cleanly():
+    assert cmp_samples("ttft_ms", [5.0] * 5, [5.0] * 5).verdict == PASS
+    assert cmp_samples("ttft_ms", [5.0] * 5, [6.0] * 5).verdict == FAIL
+
+
+# -- memory, summary and threshold-only paths ----------------------------------------------
+
+@pytest.mark.parametrize(("base", "head", "verdict"), [
+    (10 * GIB, 10 * GIB + 200 * MIB, PASS),      # floor 256 MiB > 2% (205 MiB)
+    (10 * GIB, 10 * GIB + 300 * MIB, FAIL),
+    (100 * GIB, 101.5 * GIB, PASS),              # 2% = 2 GiB > floor
+    (100 * GIB, 102.5 * GIB, FAIL),
+    (100 * GIB, 97 * GIB, WARN),                 # shrank beyond tolerance: refresh
+])
+def test_memory_tolerance(base, head, verdict):
+    c = gate.compare_metric(schema.METRICS_BY_KEY["peak_allocated_bytes"], extra(peak_allocated_bytes=base),
+                            extra(peak_allocated_bytes=head), CFG)
+    assert (c.method, c.verdict) == ("tolerance", verdict)
+
+
+def test_memory_tolerance_config():
+    cfg = gate.load_gate_config(None, ["peak_allocated_bytes=10"], [], False)
+    c = gate.compare_metric(schema.METRICS_BY_KEY["peak_allocated_bytes"], extra(peak_allocated_bytes=100 * GIB),
+                            extra(peak_allocated_bytes=105 * GIB), cfg)
+    assert c.verdict == PASS
+
+
+def paper_extra(**scalars) -> dict:
+    e = {"source": "paper", **{k: None for k in schema.REQUIRED_KEYS}}
+    e.pop("samples")
+    e.update(scalars)
+    return e
+
+
+@pytest.mark.parametrize(("head_tpot", "verdict"), [(10.3, PASS), (11.0, FAIL), (8.0, WARN)])
+def test_threshold_only_against_summary_baseline(head_tpot, verdict):
+    head = extra({"tpot_ms": normal(3, head_tpot, 0.01, 10)})
+    c = gate.compare_metric(schema.METRICS_BY_KEY["tpot_ms"], paper_extra(tpot_ms=10.0), head, CFG)
+    assert c.method == "threshold-only" and c.p_value is None and c.mde_pct is None
+    assert c.verdict == verdict
+
+
+def test_tails_and_ratios_without_samples_warn_at_most_in_measured_runs():
+    base = extra({"tpot_ms": [10.0, 10.1, 9.9]}, itl_ms_p95=10.0, ape_tpot=100.0)
+    head = extra({"tpot_ms": [10.0, 10.1, 9.9]}, itl_ms_p95=30.0, ape_tpot=50.0)
+    result = gate.compare_benchmark(bench(extra_info=base), bench(extra_info=head), CFG)
+    by = {m.metric: m for m in result.metrics}
+    assert by["itl_ms_p95"].method == "summary" and by["itl_ms_p95"].verdict == WARN
+    assert by["ape_tpot"].verdict == WARN
+    assert result.verdict == WARN
+
+
+def test_metric_on_one_side_only_is_skipped_and_null_on_both_is_left_out():
+    base = extra({"tpot_ms": [10.0, 10.1, 9.9, 10.0]}, energy_j=5.0)
+    head = extra({"tpot_ms": [10.0, 10.1, 9.9, 10.0]})
+    result = gate.compare_benchmark(bench(extra_info=base), bench(extra_info=head), CFG)
+    by = {m.metric: m for m in result.metrics}
+    assert by["energy_j"].verdict == SKIPPED
+    assert "ttft_ms" not in by
+    assert result.verdict == PASS
+
+
+# -- allowlist, throttling -------------------------------------------------------------
+
+def slow_pair(throttled: int = 0, memory_growth: int = 0):
+    base = extra({"tpot_ms": normal(1, 10.0, 0.01, 10)}, peak_allocated_bytes=10 * GIB)
+    head = extra({"tpot_ms": normal(2, 12.0, 0.01, 10)}, peak_allocated_bytes=10 * GIB + memory_growth)
+    if throttled:
+        head["throttled_rounds"] = throttled
+    return bench(extra_info=base), bench(extra_info=head)
+
+
+@pytest.mark.parametrize(("spec", "verdict"), [
+    ("tpot_ms", WARN), ("tpot_ms@test_generate*", WARN), ("tpot_ms@*deployment.py::test_gen*", WARN),
+    ("tpot_ms@other*", FAIL), ("ttft_ms", FAIL)])
+def test_allowlist(spec, verdict):
+    cfg = gate.load_gate_config(None, [], [spec], False)
+    result = gate.compare_benchmark(*slow_pair(), cfg)
+    assert result.verdict == verdict
+    if verdict == WARN:
+        assert result.metrics[0].reason.startswith("allowlisted")
+
+
+def test_throttling_turns_fail_into_inconclusive_but_not_memory():
+    result = gate.compare_benchmark(*slow_pair(throttled=3), CFG)
+    tpot = next(m for m in result.metrics if m.metric == "tpot_ms")
+    assert tpot.verdict == INCONCLUSIVE and tpot.reason.startswith("clock throttling in 3 rounds")
+    assert result.verdict == INCONCLUSIVE
+    # clocks do not change allocations: a memory regression still fails
+    result = gate.compare_benchmark(*slow_pair(throttled=3, memory_growth=GIB), CFG)
+    assert result.verdict == FAIL
+
+
+# -- documents -------------------------------------------------------------------------
+
+def test_compare_documents_matching_new_missing_and_exit_codes():
+    same = extra({"tpot_ms": [10.0, 10.1, 9.9, 10.05]})
+    base = doc(bench("test_a", same), bench("test_b", slow_pair()[0]["extra_info"]), bench("test_gone", same))
+    head_b = bench("test_b", slow_pair()[1]["extra_info"])
+    head_b["fullname"] = "moved/test_deployment.py::test_b"  # name fallback
+    head = doc(bench("test_a", same), head_b, bench("test_new", same))
+    result = gate.compare_documents([base], head, CFG)
+    by = {b.name: b for b in result.benchmarks}
+    assert by["test_a"].verdict == PASS and by["test_b"].verdict == FAIL
+    assert by["test_new"].status == "new" and by["test_new"].verdict == PASS
+    assert result.missing == ("benchmarks/test_deployment.py::test_gone",)
+    assert result.verdict == FAIL and result.exit_code(False) == 1
+    json.dumps(result.to_json(), allow_nan=False)
+
+
+def test_exit_code_strict_for_inconclusive():
+    base, head = slow_pair(throttled=2)
+    result = gate.compare_documents([doc(base)], doc(head), CFG)
+    assert result.verdict == INCONCLUSIVE
+    assert result.exit_code(False) == 0 and result.exit_code(True) == 1
+
+
+def test_gpu_mismatch_is_one_line_and_can_be_ignored():
+    base, head = doc(bench(), gpu="NVIDIA H100 80GB HBM3"), doc(bench(), gpu="NVIDIA H200")
+    with pytest.raises(gate.GpuMismatchError) as err:
+        gate.compare_documents([base], head, CFG)
+    msg = str(err.value)
+    assert "\n" not in msg and "NVIDIA H100" in msg and "baselines/h200" in msg and "ignore-gpu" in msg
+    assert gate.compare_documents([base], head, gate.load_gate_config(None, [], [], False, ignore_gpu=True))
+    assert gate.compare_documents([doc(bench(), gpu=None)], head, CFG)  # a CPU baseline has no GPU to clash
+
+
+def test_load_documents_file_folder_and_errors(tmp_path):
+    store = tmp_path / "baselines" / "h200" / "Linux-CPython-3.11-64bit"
+    store.mkdir(parents=True)
+    for i in (1, 2):
+        (store / f"000{i}_abc.json").write_text(json.dumps(doc(bench(f"test_{i}"))))
+    docs = gate.load_documents(tmp_path / "baselines" / "h200")
+    assert [d["benchmarks"][0]["name"] for d in docs] == ["test_2"]
+    assert len(gate.load_documents(tmp_path / "baselines", all_runs=True)) == 2
+    assert docs[0][gate.SOURCE_KEY].endswith("0002_abc.json")
+
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "wrong.json").write_text(json.dumps({"benchmarks": "nope"}))
+    (tmp_path / "empty").mkdir()
+    for path, words in ((tmp_path / "absent.json", "no such file"), (tmp_path / "bad.json", "not JSON"),
+                        (tmp_path / "wrong.json", "not a pytest-benchmark JSON"), (tmp_path / "empty", "no *.json")):
+        with pytest.raises(gate.BaselineError) as err:
+            gate.load_documents(path)
+        assert words in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_storage_path():
+    assert str(gate.storage_path("file://./.benchmarks")) == ".benchmarks"
+    assert str(gate.storage_path("baselines/h200")) == "baselines/h200"
+    assert gate.storage_path("elasticsearch+http://host/") is None
+
+
+# -- configuration ---------------------------------------------------------------------
+
+def test_defaults():
+    assert CFG.threshold_pct("tpot_ms") == 5.0 and CFG.threshold_pct("decode_tokens_per_s") == 5.0
+    assert CFG.threshold_pct("energy_j") == 8.0 and CFG.threshold_pct("tokens_per_j") == 8.0
+    assert CFG.alpha == 0.05 and CFG.memory_tolerance_bytes == 256 * MIB
+    assert set(CFG.thresholds_pct) == set(schema.METRICS_BY_KEY)
+
+
+def test_load_gate_config_from_pyproject_and_overrides(tmp_path):
+    py = tmp_path / "pyproject.toml"
+    py.write_text("[tool.moeperf.gate]\n"
+                  "thresholds = {latency = 6.0, tpot_ms = 4.0, energy_j = 10}\n"
+                  "alpha = 0.01\nmemory_tolerance_pct = 3.0\nmemory_tolerance_bytes = 1048576\n"
+                  "allow = [\"energy_j\"]\n")
+    cfg = gate.load_gate_config(str(py), ["ttft_ms=7.5%", "throughput=9"], ["tpot_ms@*gpt-oss*"], True)
+    assert cfg.threshold_pct("tpot_ms") == 4.0          # metric beats its kind
+    assert cfg.threshold_pct("itl_ms_p50") == 6.0       # kind from the file
+    assert cfg.threshold_pct("ttft_ms") == 7.5          # CLI beats file
+    assert cfg.threshold_pct("decode_tokens_per_s") == 9.0
+    assert cfg.threshold_pct("energy_j") == 10.0
+    assert cfg.threshold_pct("weights_bytes") == 3.0
+    assert cfg.alpha == 0.01 and cfg.memory_tolerance_bytes == 1048576 and cfg.strict
+    assert cfg.allow == ("energy_j", "tpot_ms@*gpt-oss*")
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("thresholds = {tpot = 5}", "unknown metric 'tpot'"),
+    ("thresholds = {tpot_ms = -1}", "positive percent"),
+    ("thresholds = {tpot_ms = \"fast\"}", "not a number"),
+    ("thresholds = 5", "must be a table"),
+    ("alpha = 0.9", "alpha"),
+    ("alpha = true", "alpha"),
+    ("memory_tolerance_bytes = -5", "non-negative integer"),
+    ("allow = [\"nope\"]", "unknown metric 'nope'"),
+    ("allow = \"tpot_ms\"", "list of strings"),
+    ("treshold = 1", "unknown key(s) treshold"),
+    ("strict = 1", "true or false"),
+    ("alpha = ", "not valid TOML"),
+])
+def test_bad_pyproject_values(tmp_path, body, words):
+    py = tmp_path / "pyproject.toml"
+    py.write_text(f"[tool.moeperf.gate]\n{body}\n")
+    with pytest.raises(ValueError) as err:
+        gate.load_gate_config(str(py), [], [], False)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("overrides", "allow", "words"), [
+    (["tpot_ms"], [], "METRIC=PCT"), (["tpot_ms=0"], [], "positive"), (["bogus=5"], [], "unknown metric"),
+    (["=5"], [], "METRIC=PCT"), ([], ["tpot_ms@"], "empty benchmark glob"), ([], ["tpotms"], "unknown metric"),
+])
+def test_bad_overrides(overrides, allow, words):
+    with pytest.raises(ValueError) as err:
+        gate.load_gate_config(None, overrides, allow, False)
+    assert words in str(err.value)
+
+
+def test_missing_pyproject_named():
+    with pytest.raises(ValueError, match="no such file"):
+        gate.load_gate_config("/nonexistent/pyproject.toml", [], [], False)
+
+
+def test_repo_pyproject_parses():
+    assert gate.load_gate_config(gate.find_pyproject(__file__), [], [], False)
+
+
+# -- rendering -------------------------------------------------------------------------
+
+def test_renderers():
+    base, head = slow_pair()
+    result = gate.compare_documents([doc(base, bench("test_gone"))], doc(head, bench("test_new")), CFG)
+    text = render_text(result)
+    assert "FAIL" in text and "tpot_ms" in text and "missing:" in text and "new:" in text
+    header = text.splitlines()[2 if result.baseline_sources else 1]
+    assert "detectable %" in header
+    assert "peak_allocated_bytes" in render_text(result, verbose=True)
+    md = render_markdown(result)
+    assert "| benchmark | verdict |" in md and "FAIL" in md
+    failure = render_benchmark_failure(result.benchmarks[0])
+    assert failure.startswith("moeperf gate: FAIL for benchmarks/test_deployment.py::test_generate[tiny]")
+    assert "tpot_ms [ms/token]" in failure and "10 GiB" not in failure
