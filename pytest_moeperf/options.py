@@ -84,6 +84,8 @@ class RunOptions:
     energy_windows: int
     results_path: str
     seed: int
+    routing: bool = False
+    compile_cache: str | None = None
 
     def checkpoint_for(self, model: str) -> str | None:
         return dict(self.weights).get(model)
@@ -156,7 +158,8 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
                       backends=tuple(backends), batch_sizes=tuple(batches), decodings=tuple(decodings),
                       experts=experts, context_modes=tuple(modes), weights=tuple(weights),
                       energy_window_s=window_s, energy_windows=windows,
-                      results_path=get("moeperf_results") or ".moeperf/results.jsonl", seed=seed)
+                      results_path=get("moeperf_results") or ".moeperf/results.jsonl", seed=seed,
+                      routing=bool(get("moeperf_routing")), compile_cache=get("moeperf_compile_cache"))
 
 
 def preset_names() -> str:

@@ -51,6 +51,10 @@ def pytest_addoption(parser):
     add("--moeperf-energy-windows", metavar="N", default=None, help="energy windows per case (default 5)")
     add("--moeperf-results", metavar="PATH", default=None,
         help="append each finished case to this JSON-lines log (default .moeperf/results.jsonl)")
+    add("--moeperf-routing", action="store_true", default=False,
+        help="also record MoE routing statistics (tokens per expert per layer, load, entropy) in an untimed pass")
+    add("--moeperf-compile-cache", metavar="DIR", default=None,
+        help="torch.compile/inductor cache folder for the static backend (keep it between CI runs for warm compiles)")
     add("--moeperf-seed", metavar="N", default=None, help="seed for random weights and sampling (default 0)")
     # the regression gate (pytest_moeperf.gate_pytest)
     add("--moeperf-gate", metavar="PATH|auto|off", default="auto",
@@ -86,6 +90,9 @@ def pytest_configure(config):
     if gpu not in ("auto",) and config.getoption("benchmark_storage", None) in (None, "file://./.benchmarks"):
         # baselines of different GPU kinds must never mix: one storage folder per kind
         config.option.benchmark_storage = f"file://{os.path.join(str(config.rootpath), 'baselines', gpu)}"
+    cache = get("moeperf_compile_cache")
+    if cache:  # must be set before inductor first reads it
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(cache)
     state = MoeperfState(config)
     setattr(config, SESSION_KEY, state)
     config.pluginmanager.register(state, "moeperf-state")

@@ -155,8 +155,16 @@ class MoeperfSession:
             if gpu is not None:
                 others = others + [p for p in gpu.other_processes() if p not in others]
             info = runner.extra_info(self.device_name)
-            info["paper_ttft_ms"] = _median(runner.paper_ttft())
+            # the paper's 1-token TTFT; not on the static backend, where a different generate
+            # length means a different static cache shape and a recompile
+            info["paper_ttft_ms"] = _median(runner.paper_ttft()) if case.backend == "eager" else None
             info.update(self._roofline(loaded, info))
+            info["second_call_s"] = runner.second_call_s
+            info["compile_cache"] = self.options.compile_cache if case.backend == "static" else None
+            if self.options.routing and loaded.preset.architecture == "moe":
+                from .routing import routing_stats
+
+                info["routing"] = routing_stats(loaded.model, runner.input_ids)
             info["other_gpu_processes"] = others
             info["contaminated"] = bool(others)
             return info

@@ -1,8 +1,9 @@
 """A throwaway slowdown for validating the gate (not part of the product).
 
-``SLOWDOWN_MS=3.5 python -m pytest benchmarks/ -p tools.slowdown_plugin ...`` sleeps that
-long before every decode step (a forward over one new token), as a real regression in the
-decode path would.
+``SLOWDOWN_MS=4 python -m pytest benchmarks/ -p tools.slowdown_plugin ...`` sleeps that long
+in every decode step after the first token, as a real regression in the decode path would.
+The sleep sits in a logits processor, outside any compiled region, so it slows the eager
+and the static (torch.compile + CUDA graphs) backends alike.
 """
 
 import os
@@ -14,15 +15,29 @@ _DELAY_S = float(os.environ.get("SLOWDOWN_MS", "0")) / 1000.0
 _original = loading.load_model
 
 
-def _slow_load_model(*args, **kwargs):
-    loaded = _original(*args, **kwargs)
+class _SleepAfterFirstToken:
+    def __init__(self):
+        self.calls = 0
 
-    def before_forward(module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None and ids.shape[-1] == 1:
+    def __call__(self, input_ids, scores):
+        self.calls += 1
+        if self.calls > 1:
             time.sleep(_DELAY_S)
+        return scores
 
-    loaded.model.register_forward_pre_hook(before_forward, with_kwargs=True)
+
+def _slow_load_model(*args, **kwargs):
+    from transformers import LogitsProcessorList
+
+    loaded = _original(*args, **kwargs)
+    generate = loaded.model.generate
+
+    def slow_generate(*a, **k):
+        processors = LogitsProcessorList(k.pop("logits_processor", None) or [])
+        processors.append(_SleepAfterFirstToken())
+        return generate(*a, logits_processor=processors, **k)
+
+    loaded.model.generate = slow_generate
     return loaded
 
 
