@@ -55,14 +55,16 @@ METHOD_NONE = "none"               # skipped
 
 MIB = 1024 * 1024
 
-# Defaults sized to the noise measured on the H200 (see docs/gate.md):
-# decode round-time CV 3% on a quiet machine -> MDE ~3.3% at 10 rounds, so 5% is both
-# detectable and well above run-to-run drift; energy windows scatter 5-12% -> 8%.
+# Defaults sized to the noise measured on the H200 (see docs/gate.md): two runs of the same
+# code (static backend, same machine, separate processes) differed by 5.8% in TPOT with
+# a within-run spread of only ~1.5%, so the practical threshold for latency and throughput
+# sits above that run-to-run drift (7%); a 10% decode slowdown still clears it.
+# Energy windows scatter 5-12% -> 8%.
 DEFAULT_THRESHOLDS_BY_KIND_PCT: Mapping[str, float] = {
-    "latency": 5.0,
-    "throughput": 5.0,
+    "latency": 7.0,
+    "throughput": 7.0,
     "energy": 8.0,
-    "efficiency": 5.0,
+    "efficiency": 7.0,
     "memory": 2.0,  # the percent part of the memory tolerance
 }
 # Tails of ~10 rounds are nearly the max and swing more; energy-derived ratios follow energy.

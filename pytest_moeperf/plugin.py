@@ -78,9 +78,12 @@ def _getter(config):
 def pytest_configure(config):
     config.addinivalue_line("markers", "moeperf: a pytest-moeperf deployment benchmark")
     get = _getter(config)
+    gpu = (get("moeperf_gpu") or "auto").lower()
     try:
-        parse_options(get, cuda_available=True)  # validate every value now; the device is checked below and resolved later
-        gpu = (get("moeperf_gpu") or "auto").lower()
+        # Validate every value now, without torch: a GPU kind is checked through NVML below; with
+        # auto the CPU defaults are the laxer ones (fewer new tokens, 4096-position presets), so no
+        # valid run is refused here; GPU-only limits are checked at collection (options()).
+        parse_options(get, cuda_available=gpu in GPU_KINDS)
         if gpu in GPU_KINDS:
             from .session import check_gpu_kind
 
@@ -112,6 +115,7 @@ class MoeperfState:
         self.finished: list[tuple] = []  # (case, extra_info)
         self.failed: list[tuple] = []  # (case, error)
         self._log_started = False
+        self._usage_error: pytest.UsageError | None = None  # raised after collection: exit 4, no traceback
 
     @property
     def session(self):
@@ -154,10 +158,19 @@ class MoeperfState:
     def pytest_generate_tests(self, metafunc):
         if "moeperf_case" not in metafunc.fixturenames:
             return
-        cases = self.session.options.cases()
-        self.config.hook.pytest_moeperf_modify_cases(config=self.config, cases=cases)
-        self._check_contexts(cases)
+        try:
+            cases = self.session.options.cases()
+            self.config.hook.pytest_moeperf_modify_cases(config=self.config, cases=cases)
+            self._check_contexts(cases)
+        except pytest.UsageError as exc:
+            # raised here it would become a collection error with a traceback (exit 2)
+            self._usage_error = self._usage_error or exc
+            cases = []
         metafunc.parametrize("moeperf_case", cases, ids=[c.case_id for c in cases])
+
+    def pytest_collection_finish(self, session):
+        if self._usage_error is not None:
+            raise self._usage_error
 
     def _check_contexts(self, cases):
         """A context below a chat template's fixed overhead stops the run before any model loads."""

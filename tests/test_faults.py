@@ -1,0 +1,350 @@
+"""Fault handling: NVML missing or failing, throttling, CUDA OOM, compile failures, bad baselines.
+
+Faults that only a GPU produces are simulated: a fake ``pynvml`` module drives the real
+NvmlDevice/EnergyMeter code, and OOM / compile errors are raised from a patched
+``CaseRunner.prime``. Measurements run the tiny presets on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from pytest_moeperf import energy
+from pytest_moeperf.cases import Case
+from pytest_moeperf.energy import EnergyMeter, EnergyUnavailable, NvmlDevice
+from pytest_moeperf.options import parse_options
+from pytest_moeperf.results_log import read_log
+
+torch = pytest.importorskip("torch")
+
+from pytest_moeperf.measure import CaseRunner, MeasureSettings  # noqa: E402
+from pytest_moeperf.session import CaseFailed, MoeperfSession  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_TEXT = (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8")
+OTHER_PID = 4242
+
+
+# --- a fake pynvml ------------------------------------------------------------------------------
+
+def fake_pynvml(watts: float = 100.0, thermal_step_ns: int = 0, init_error: str | None = None,
+                energy_error: str | None = None, others=((OTHER_PID, 3 << 30),)) -> types.ModuleType:
+    """A pynvml stand-in: energy counter = watts x elapsed time, a thermal violation counter that
+    rises by ``thermal_step_ns`` per read, running processes (ours plus ``others``)."""
+    m = types.ModuleType("pynvml")
+    t0 = time.perf_counter()
+    state = {"thermal": 0}
+    m.NVML_PERF_POLICY_POWER, m.NVML_PERF_POLICY_THERMAL = 0, 1
+    m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 0, 2, 0
+
+    def init():
+        if init_error:
+            raise RuntimeError(init_error)
+
+    def total_energy(handle):
+        if energy_error:
+            raise RuntimeError(energy_error)
+        return int(watts * 1000.0 * (time.perf_counter() - t0))  # mJ
+
+    def violation(handle, policy):
+        if policy == m.NVML_PERF_POLICY_THERMAL:
+            state["thermal"] += thermal_step_ns
+            return types.SimpleNamespace(violationTime=state["thermal"], referenceTime=0)
+        return types.SimpleNamespace(violationTime=0, referenceTime=0)
+
+    def compute_procs(handle):
+        procs = [types.SimpleNamespace(pid=os.getpid(), usedGpuMemory=1 << 30)]
+        return procs + [types.SimpleNamespace(pid=p, usedGpuMemory=b) for p, b in others]
+
+    m.nvmlInit = init
+    m.nvmlDeviceGetHandleByIndex = lambda i: ("handle", i)
+    m.nvmlDeviceGetHandleByUUID = lambda u: ("handle", u)
+    m.nvmlDeviceGetTotalEnergyConsumption = total_energy
+    m.nvmlDeviceGetViolationStatus = violation
+    m.nvmlDeviceGetCurrentClocksEventReasons = lambda h: 0
+    m.nvmlDeviceGetComputeRunningProcesses = compute_procs
+    m.nvmlDeviceGetGraphicsRunningProcesses = lambda h: []
+    m.nvmlDeviceGetName = lambda h: b"NVIDIA H200"
+    m.nvmlDeviceGetPowerUsage = lambda h: int(watts * 1000)
+    m.nvmlDeviceGetUUID = lambda h: "GPU-fake"
+    m.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=141 << 30)
+    m.nvmlSystemGetDriverVersion = lambda: "570.00"
+    m.nvmlSystemGetCudaDriverVersion_v2 = lambda: 12080
+    m.nvmlDeviceGetEnforcedPowerLimit = lambda h: 700_000
+    m.nvmlDeviceGetClockInfo = m.nvmlDeviceGetMaxClockInfo = lambda h, c: 1980
+    m.nvmlDeviceGetTemperature = lambda h, s: 40
+    m.nvmlDeviceGetPersistenceMode = lambda h: 1
+    return m
+
+
+@pytest.fixture
+def use_pynvml(monkeypatch):
+    def install(**kwargs):
+        mod = fake_pynvml(**kwargs)
+        monkeypatch.setitem(sys.modules, "pynvml", mod)
+        return mod
+
+    return install
+
+
+# --- NVML missing or failing -----------------------------------------------------------------------
+
+def test_nvml_init_failure_is_energy_unavailable_with_the_reason(use_pynvml):
+    use_pynvml(init_error="NVML Shared Library Not Found")
+    with pytest.raises(EnergyUnavailable, match="NVML init failed: NVML Shared Library Not Found"):
+        NvmlDevice()
+
+
+def test_nvml_not_importable_is_energy_unavailable(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    with pytest.raises(EnergyUnavailable, match="pynvml not importable"):
+        NvmlDevice()
+
+
+def test_energy_counter_failure_is_energy_unavailable(use_pynvml):
+    use_pynvml(energy_error="Not Supported")
+    dev = NvmlDevice()  # the device itself works
+    with pytest.raises(EnergyUnavailable, match="total-energy counter unavailable: Not Supported"):
+        EnergyMeter(dev)
+    assert dev.identity()["name"] == "NVIDIA H200"
+
+
+def _cpu_options(tmp_path, **over) -> object:
+    raw = {"moeperf_gpu": "cpu", "moeperf_models": "tiny-dense", "moeperf_contexts": "64",
+           "moeperf_new_tokens": "4", "moeperf_rounds": "3", "moeperf_results": str(tmp_path / "r.jsonl")}
+    raw.update(over)
+    return parse_options(raw.get, cuda_available=False)
+
+
+def test_session_on_cuda_without_nvml_records_the_reason(use_pynvml, tmp_path):
+    use_pynvml(init_error="Driver Not Loaded")
+    s = MoeperfSession(dataclasses.replace(_cpu_options(tmp_path), device="cuda"))
+    assert s.gpu() is None and s.energy_meter is None
+    assert s.energy_unavailable == "EnergyUnavailable: NVML init failed: Driver Not Loaded"
+
+
+def test_session_on_cuda_without_energy_counter_keeps_the_gpu(use_pynvml, tmp_path):
+    use_pynvml(energy_error="Not Supported")
+    s = MoeperfSession(dataclasses.replace(_cpu_options(tmp_path), device="cuda"))
+    assert s.gpu() is not None  # health and processes still come from NVML
+    assert s.energy_meter is None
+    assert "total-energy counter unavailable: Not Supported" in s.energy_unavailable
+
+
+# --- measurement with a fake GPU on the CPU tiny preset ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_dense():
+    from pytest_moeperf.loading import load_model
+
+    return load_model("tiny-dense", device="cpu", dtype="fp32")
+
+
+def _run_rounds(runner: CaseRunner, rounds: int) -> None:
+    for _ in range(rounds):
+        runner.round()
+
+
+def test_energy_unavailable_still_measures_everything_else(tiny_dense):
+    runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), MeasureSettings(rounds=3, warmup_rounds=0),
+                        energy_meter=None, energy_unavailable="NVML init failed: Driver Not Loaded")
+    runner.prime()
+    rounds = runner.plan_rounds()
+    assert rounds == 3  # no meter: no rounds added for energy windows
+    _run_rounds(runner, rounds)
+    info = runner.extra_info("cpu")
+    for k in ("energy_j", "tokens_per_j", "j_per_1k_tokens", "energy_j_cv", "avg_power_w", "ape_energy"):
+        assert info[k] is None, k
+    assert info["energy_unavailable"] == "NVML init failed: Driver Not Loaded"
+    assert info["energy_windows"] == 0
+    for k in ("ttft_ms", "tpot_ms", "itl_ms_p50", "decode_tokens_per_s", "e2e_ms_p50", "e2e_tokens_per_s",
+              "kv_cache_bytes", "peak_rss_bytes", "ape_tpot", "tokens_per_s_per_gb"):
+        assert info[k] is not None and info[k] > 0, k
+    assert info["rounds"] == 3 and info["new_tokens"] == 4 and info["context_tokens"] == 64
+    assert info["throttled_rounds"] == 0
+
+
+def test_fake_gpu_energy_windows(use_pynvml, tiny_dense):
+    use_pynvml(watts=100.0)
+    gpu = NvmlDevice()
+    settings = MeasureSettings(rounds=3, warmup_rounds=0, energy_window_s=1.0, energy_windows=2)
+    runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), settings, gpu=gpu,
+                        energy_meter=EnergyMeter(gpu))
+    runner.prime()
+    rounds = runner.plan_rounds()
+    assert rounds > 3  # raised so that two 1 s windows fit
+    _run_rounds(runner, rounds)
+    extra = 0
+    while len(runner.windows) < 2 and extra < 2000:  # rounds faster than planned: keep going, as a longer run would
+        runner.round()
+        extra += 1
+    info = runner.extra_info("cpu")
+    assert info["energy_unavailable"] is None
+    assert info["energy_windows"] >= 2
+    assert all(d >= 1.0 for d in info["energy_window_s"])
+    assert info["avg_power_w"] == pytest.approx(100.0, rel=0.05)
+    assert info["energy_j_cv"] is not None and info["energy_j_ci95"] is not None
+    assert info["energy_j"] > 0 and info["tokens_per_j"] > 0 and info["ape_energy"] > 0
+    assert info["j_per_1k_tokens"] == pytest.approx(1000.0 / info["tokens_per_j"], rel=0.2)
+    # energy per round ~ 100 W x round time (windows also hold the gaps between rounds)
+    assert info["energy_j"] == pytest.approx(100.0 * info["e2e_ms_p50"] / 1000.0, rel=0.5)
+    assert len(info["samples"]["energy_j"]) == info["energy_windows"]
+    assert info["throttled_rounds"] == 0
+
+
+def test_fake_gpu_reports_other_processes(use_pynvml):
+    use_pynvml(others=((OTHER_PID, 3 << 30), (4343, None)))
+    procs = NvmlDevice().other_processes()
+    assert procs == [{"pid": OTHER_PID, "used_memory_bytes": 3 << 30}, {"pid": 4343, "used_memory_bytes": None}]
+    assert all(p["pid"] != os.getpid() for p in procs)
+
+
+def test_thermal_violation_marks_rounds_throttled_and_gate_says_inconclusive(use_pynvml, tiny_dense):
+    from pytest_moeperf import gate
+
+    use_pynvml(thermal_step_ns=1_000_000)
+    gpu = NvmlDevice()
+    runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), MeasureSettings(rounds=3, warmup_rounds=0),
+                        gpu=gpu, energy_meter=None, energy_unavailable="test")
+    runner.prime()
+    _run_rounds(runner, 3)
+    info = runner.extra_info("cpu")
+    assert info["throttled_rounds"] == 3
+    assert info["samples"]["throttled"] == [True, True, True]
+
+    def doc(scale: float, throttled: int) -> dict:
+        tpot = [10.0 * scale * (1 + 0.002 * i) for i in range(10)]
+        extra = {"tpot_ms": sorted(tpot)[5], "samples": {"tpot_ms": tpot}, "throttled_rounds": throttled}
+        return {"machine_info": {}, "benchmarks": [{"name": "test_generate[tiny-dense-c64-n4]",
+                                                    "fullname": "benchmarks/test_deployment.py::test_generate"
+                                                                "[tiny-dense-c64-n4]", "extra_info": extra}]}
+
+    cfg = gate.GateConfig()
+    base = doc(1.0, 0)
+    assert gate.compare_documents([base], doc(1.5, 0), cfg).verdict == gate.FAIL  # a 50% slowdown
+    res = gate.compare_documents([base], doc(1.5, info["throttled_rounds"]), cfg)
+    assert res.verdict == gate.INCONCLUSIVE
+    assert "clock throttling in 3 rounds" in res.benchmarks[0].metrics[0].reason
+
+
+# --- CUDA OOM and compile failures ----------------------------------------------------------------
+
+OOM_TEXT = "CUDA out of memory. Tried to allocate 253.12 GiB"
+
+
+def test_oom_in_one_case_is_case_failed_and_the_session_goes_on(tmp_path, monkeypatch):
+    original = CaseRunner.prime
+
+    def prime(self):
+        if self.case.context_tokens == 80:
+            raise torch.OutOfMemoryError(OOM_TEXT + " (GPU 0; 139.8 GiB total capacity)\nmore detail")
+        if self.case.context_tokens == 96:
+            raise RuntimeError("inductor: compile failed\nlong dump")
+        return original(self)
+
+    monkeypatch.setattr(CaseRunner, "prime", prime)
+    session = MoeperfSession(_cpu_options(tmp_path, moeperf_contexts="80,96,64", moeperf_dtype="fp32"))
+    cases = session.options.cases()
+    assert [c.context_tokens for c in cases] == [80, 96, 64]
+
+    def run_rounds(target, rounds, warmup_rounds):
+        for _ in range(rounds + warmup_rounds):
+            target()
+
+    with pytest.raises(CaseFailed) as oom:
+        session.measure_case(cases[0], run_rounds)
+    msg = str(oom.value)
+    assert "\n" not in msg
+    assert msg.startswith("CUDA out of memory") and "253.12 GiB" in msg
+    with pytest.raises(CaseFailed) as comp:
+        session.measure_case(cases[1], run_rounds)
+    assert str(comp.value) == "RuntimeError: inductor: compile failed"
+    info = session.measure_case(cases[2], run_rounds)  # the session goes on
+    assert info["rounds"] == 3 and info["tpot_ms"] > 0
+    session.release()
+
+
+CONFTEST_FAULTS = """
+    import torch
+    from pytest_moeperf import measure
+
+    _prime = measure.CaseRunner.prime
+
+    def prime(self):
+        if self.case.context_tokens == 80:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 253.12 GiB (GPU 0)\\nmore")
+        if self.case.context_tokens == 96:
+            raise RuntimeError("inductor: compile failed\\nlong dump")
+        return _prime(self)
+
+    measure.CaseRunner.prime = prime
+"""
+
+
+def _bench_dir(path: Path) -> None:
+    d = path / "benchmarks"
+    d.mkdir(exist_ok=True)
+    (d / "test_deployment.py").write_text(BENCH_TEXT, encoding="utf-8")
+
+
+def _run(pytester, *args, gate="off"):
+    _bench_dir(pytester.path)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--moeperf-gate", gate,
+                                         "--moeperf-results", str(pytester.path / "r.jsonl"),
+                                         "--moeperf-rounds", "3", "--moeperf-new-tokens", "4", *args, "benchmarks")
+
+
+def test_oom_and_compile_failure_end_to_end(pytester, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # the short summary line is cut to the terminal width
+    pytester.makeconftest(CONFTEST_FAULTS)
+    result = _run(pytester, "--moeperf-models", "tiny-dense", "--moeperf-contexts", "80,96,64")
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    assert "Traceback" not in out
+    result.stdout.fnmatch_lines([
+        "FAILED *test_generate[[]tiny-dense-c80-n4[]]*CUDA out of memory*253.12 GiB*",
+        "FAILED *test_generate[[]tiny-dense-c96-n4[]]*RuntimeError: inductor: compile failed*",
+    ], consecutive=False)
+    assert "FAILED tiny-dense-c80-n4: CUDA out of memory" in out  # the moeperf summary
+    records = read_log(str(pytester.path / "r.jsonl"))
+    failed = [r for r in records if r["type"] == "failed"]
+    cases = [r for r in records if r["type"] == "case"]
+    assert [r["case"] for r in failed] == ["tiny-dense-c80-n4", "tiny-dense-c96-n4"]
+    assert "CUDA out of memory" in failed[0]["error"] and "253.12 GiB" in failed[0]["error"]
+    assert "\n" not in failed[0]["error"]
+    assert failed[1]["error"] == "RuntimeError: inductor: compile failed"
+    assert [r["benchmark"]["name"] for r in cases] == ["test_generate[tiny-dense-c64-n4]"]
+
+
+# --- baselines for the gate -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "wrong-schema"])
+def test_bad_baseline_file_is_a_one_line_usage_error(pytester, kind):
+    path = pytester.path / f"baseline-{kind}.json"
+    if kind == "corrupt":
+        path.write_text('{"benchmarks": [', encoding="utf-8")
+    elif kind == "wrong-schema":
+        path.write_text(json.dumps({"results": [1, 2]}), encoding="utf-8")
+    result = _run(pytester, "--moeperf-models", "tiny-dense", "--moeperf-contexts", "64", gate=str(path))
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, out
+    assert "Traceback" not in out
+    errors = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    assert len(errors) == 1 and path.name in errors[0], out
+    assert not (pytester.path / "r.jsonl").exists()
+
+
+def test_no_baseline_yet_passes_and_says_so(pytester):
+    result = _run(pytester, "--moeperf-models", "tiny-dense", "--moeperf-contexts", "64",
+                  "--benchmark-storage", f"file://{pytester.path / 'storage'}", gate="auto")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    assert "no baseline" in result.stdout.str()
