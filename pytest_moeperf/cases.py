@@ -8,7 +8,7 @@ appended only when it differs from its default (``-fp32``, ``-static``, ``-b4``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 TEST_NODE = "benchmarks/test_deployment.py::test_generate"
 
@@ -37,7 +37,9 @@ class Case:
     decoding: str = "greedy"
     experts: str | None = None  # transformers experts_implementation for MoE models; None = its default
     context_mode: str = "exact"  # exact | paper-truncate (the paper's trim, a named variant)
-    extra: tuple = field(default=(), compare=True)
+
+    def __str__(self) -> str:  # pytest-benchmark stores params with str(): keep them readable
+        return self.case_id
 
     @property
     def case_id(self) -> str:

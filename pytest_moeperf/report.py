@@ -139,6 +139,9 @@ class Row:
 
 
 def _case_id(bench: dict) -> str:
+    # the parametrize id (pytest-benchmark's "param") is the case id of cases.py
+    if isinstance(bench.get("param"), str) and bench["param"]:
+        return bench["param"]
     params = bench.get("params")
     if isinstance(params, dict):
         for key in ("case", "case_id", "id"):
