@@ -207,7 +207,8 @@ class CaseRunner:
 
     # --- phases -------------------------------------------------------------------------------
     def prime(self) -> float:
-        """First call (compiles the static backend), then a second: its time sizes the rounds."""
+        """Two discarded calls: the first is cold (compiles the static backend, reported as first_call_s);
+        the faster of the two sizes the rounds."""
         t0 = time.perf_counter()
         self._generate(-1)
         self.first_call_s = time.perf_counter() - t0

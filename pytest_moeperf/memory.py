@@ -1,8 +1,8 @@
 """Memory: the analytic KV cache of the layout the model really uses, cache bytes held, RSS.
 
 The paper estimated the KV cache as allocator peak minus pre-decode allocation, which also
-counts the prefill logits (vocab x context floats: 36x the real cache for GPT-OSS-20B at
-2048 tokens). Here the KV cache is computed from the cache layout transformers builds,
+counts the prefill logits and other transients (on the H200, GPT-OSS-20B at 2048 tokens:
+1.876 GB against a real cache of 55.0 MB, 34x). Here the KV cache is computed from the cache layout transformers builds,
 per layer type, and checked against the tensors the cache really holds.
 """
 
