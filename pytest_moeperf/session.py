@@ -169,10 +169,11 @@ class MoeperfSession:
             info["contaminated"] = bool(others)
             return info
         except torch.OutOfMemoryError as exc:
-            asked = _first_line(exc)
+            # torch's own first line already says "CUDA out of memory. Tried to allocate N GiB."
+            asked = (str(exc).strip().splitlines() or ["CUDA out of memory"])[0]
             runner = None
             self._free_after_failure()
-            raise CaseFailed(f"CUDA out of memory: {asked}") from None
+            raise CaseFailed(asked if "out of memory" in asked.lower() else f"CUDA out of memory: {asked}") from None
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
