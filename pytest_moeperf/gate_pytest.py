@@ -68,7 +68,8 @@ class GatePlugin:
             return docs
         folder = gate.storage_path(self._opt("benchmark_storage", None))
         if folder is not None and gate.has_runs(folder):
-            return gate.load_documents(folder)
+            # every stored run: the newest is the baseline, the others give the run-to-run drift
+            return gate.load_documents(folder, all_runs=True)
         self.status = f"no baseline yet (nothing stored in {folder or 'the benchmark storage'}): every benchmark PASSes"
         return []
 
@@ -112,7 +113,8 @@ class GatePlugin:
             return report
         head = stats.as_dict(include_data=True)
         base, source = gate.find_baseline(self.index, head)
-        result = gate.compare_benchmark(base, head, self.gate_config, source)
+        result = gate.compare_benchmark(base, head, self.gate_config, source,
+                                        gate.baseline_history(self.base_docs, head))
         self.results.append(result)
         if result.verdict == FAIL:
             report.outcome = "failed"

@@ -411,3 +411,38 @@ def test_renderers():
     failure = render_benchmark_failure(result.benchmarks[0])
     assert failure.startswith("moeperf gate: FAIL for benchmarks/test_deployment.py::test_generate[tiny]")
     assert "tpot_ms [ms/token]" in failure and "10 GiB" not in failure
+
+
+# -- run-to-run drift from stored baseline runs, and changes clearly beyond the MDE ---------
+
+def _run_doc(tpot: list[float]) -> dict:
+    return {"machine_info": {}, "benchmarks": [bench(extra_info=extra({"tpot_ms": tpot}))]}
+
+
+def test_drift_of_stored_runs_widens_the_detectable_effect():
+    # three stored runs whose medians drift by ~6% (as two static runs did on the H200),
+    # each tight within itself: a head 8% slower than the newest is within that drift
+    runs = [_run_doc(normal(s, m, 0.01, 12)) for s, m in ((1, 10.0), (2, 10.6), (3, 10.0))]
+    head = _run_doc(normal(9, 10.8, 0.01, 12))
+    single = gate.compare_documents(runs[-1:], head, CFG).benchmarks[0]
+    multi = gate.compare_documents(runs, head, CFG).benchmarks[0]
+    m_single = next(m for m in single.metrics if m.metric == "tpot_ms")
+    m_multi = next(m for m in multi.metrics if m.metric == "tpot_ms")
+    assert m_single.verdict == FAIL and m_single.drift_pct is None
+    assert m_multi.baseline_runs == 3 and m_multi.drift_pct > 3
+    assert m_multi.mde_pct > m_single.mde_pct and m_multi.verdict == INCONCLUSIVE
+
+
+def test_drift_pct_needs_two_runs():
+    assert gate.drift_pct([10.0]) is None
+    assert gate.drift_pct([10.0, 10.0]) == 0.0
+    assert abs(gate.drift_pct([9.0, 11.0]) - 100 * (2 ** 0.5) / 10) < 1e-9
+
+
+def test_change_clearly_beyond_threshold_plus_mde_fails_despite_wide_spread():
+    # host-bound eager decode: CV ~8%, 15 rounds -> MDE ~10% > 7%; a 40% slowdown is still a FAIL
+    base = normal(1, 40.0, 0.08, 15)
+    head = normal(2, 56.0, 0.08, 15)
+    c = cmp_samples("tpot_ms", base, head)
+    assert c.mde_pct > c.threshold_pct
+    assert c.verdict == FAIL and "beyond threshold + detectable effect" in c.reason
