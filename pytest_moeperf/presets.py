@@ -68,6 +68,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             hidden_size=2880, intermediate_size=2880, head_dim=64, num_attention_heads=64,
             num_key_value_heads=8, sliding_window=128, max_position_embeddings=131072,
             tie_word_embeddings=False, rope_parameters=_GPT_OSS_ROPE, swiglu_limit=7.0),
+    # openai/gpt-oss-120b config.json: as 20b with 36 layers and 128 experts (top-4); > 1 GPU in bf16:
+    # the tensor-parallel path of multigpu.py (docs/multigpu.md)
+    _preset("gpt-oss-120b", "gpt-oss", "moe", "GptOssConfig",
+            note="openai/gpt-oss-120b architecture (tensor parallel: pytest_moeperf.multigpu)",
+            num_hidden_layers=36, num_local_experts=128, num_experts_per_tok=4, vocab_size=201088,
+            hidden_size=2880, intermediate_size=2880, head_dim=64, num_attention_heads=64,
+            num_key_value_heads=8, sliding_window=128, max_position_embeddings=131072,
+            tie_word_embeddings=False, rope_parameters=_GPT_OSS_ROPE, swiglu_limit=7.0),
     _preset("qwen3-32b", "qwen3", "dense", "Qwen3Config",
             note="Qwen/Qwen3-32B architecture",
             num_hidden_layers=64, vocab_size=151936, hidden_size=5120, intermediate_size=25600,
