@@ -38,7 +38,7 @@ class Case:
     experts: str | None = None  # transformers experts_implementation for MoE models; None = its default
     context_mode: str = "exact"  # exact | paper-truncate (the paper's trim, a named variant)
 
-    def __str__(self) -> str:  # pytest-benchmark stores params with str(): keep them readable
+    def __str__(self) -> str:
         return self.case_id
 
     @property

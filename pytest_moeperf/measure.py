@@ -149,6 +149,16 @@ class CaseRunner:
             self.gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         if self.case.backend == "static":
             self.gen_kwargs["cache_implementation"] = "static"
+            if not str(self.device).startswith("cuda"):
+                # transformers auto-compiles the decode step only on cuda/xpu/tpu
+                # (GenerationMixin._valid_auto_compile_criteria); elsewhere a static cache alone
+                # would run eager. Its CompileConfig flag _compile_all_devices opts the CPU in,
+                # so "static" means static cache + torch.compile on every device.
+                from transformers import CompileConfig
+
+                compile_config = CompileConfig()
+                compile_config._compile_all_devices = True
+                self.gen_kwargs["compile_config"] = compile_config
         self._window_start = None
         self._window_rounds = 0
         self._window_tokens = 0

@@ -430,7 +430,8 @@ def pytest_collection_modifyitems(session, config, items):
     if not _is_worker(config):
         return
     for item in items:
-        case = getattr(item, "callspec", None) and item.callspec.params.get("moeperf_case")
+        case_id = getattr(item, "callspec", None) and item.callspec.params.get("moeperf_case")
+        case = getattr(config, "_moeperf").cases_by_id.get(case_id) if case_id else None
         if case is not None and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(name=f"{GROUP_PREFIX}{case.model}"))
 

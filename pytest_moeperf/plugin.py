@@ -115,6 +115,7 @@ class MoeperfState:
         self.finished: list[tuple] = []  # (case, extra_info)
         self.failed: list[tuple] = []  # (case, error)
         self._log_started = False
+        self.cases_by_id: dict = {}  # case id -> Case, filled at parametrization
         self._usage_error: pytest.UsageError | None = None  # raised after collection: exit 4, no traceback
 
     @property
@@ -166,7 +167,11 @@ class MoeperfState:
             # raised here it would become a collection error with a traceback (exit 2)
             self._usage_error = self._usage_error or exc
             cases = []
-        metafunc.parametrize("moeperf_case", cases, ids=[c.case_id for c in cases])
+        # parametrize by id (indirect): pytest-benchmark stores params as JSON, and a plain
+        # string keeps them readable ({"moeperf_case": "gpt-oss-20b-c2048-n64"})
+        self.cases_by_id.update({c.case_id: c for c in cases})
+        ids = [c.case_id for c in cases]
+        metafunc.parametrize("moeperf_case", ids, ids=ids, indirect=True)
 
     def pytest_collection_finish(self, session):
         if self._usage_error is not None:
@@ -195,7 +200,7 @@ class MoeperfState:
         if call.when != "call" or "moeperf_case" not in getattr(item, "callspec", _NoSpec).params:
             return
         report = outcome.get_result()
-        case = item.callspec.params["moeperf_case"]
+        case = self.cases_by_id[item.callspec.params["moeperf_case"]]
         fixture = getattr(item, "funcargs", {}).get("benchmark")
         if report.passed and fixture is not None and getattr(fixture, "stats", None) is not None:
             bench = fixture.stats.as_dict(include_data=True)
@@ -250,6 +255,12 @@ def _version() -> str:
 def moeperf(request):
     """The MoeperfSession: options, loaded model, GPU and results log."""
     return getattr(request.config, SESSION_KEY).session
+
+
+@pytest.fixture
+def moeperf_case(request):
+    """The Case of this parametrized benchmark (parametrized indirectly by its id)."""
+    return getattr(request.config, SESSION_KEY).cases_by_id[request.param]
 
 
 @pytest.fixture
