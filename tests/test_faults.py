@@ -348,3 +348,56 @@ def test_no_baseline_yet_passes_and_says_so(pytester):
     result.assert_outcomes(passed=1)
     assert result.ret == 0
     assert "no baseline" in result.stdout.str()
+
+
+# --- the GPU kind check, contamination and power capping (shown on the H200 too) ------------------
+
+@pytest.mark.parametrize(("kind", "ok"), [("h200", True), ("h100", False), ("a100", False)])
+def test_gpu_kind_check_names_the_gpu_found(use_pynvml, kind, ok):
+    from pytest_moeperf.session import check_gpu_kind
+
+    use_pynvml()  # the fake names itself "NVIDIA H200"
+    if ok:
+        assert check_gpu_kind(kind) == "NVIDIA H200"
+    else:
+        with pytest.raises(ValueError) as e:
+            check_gpu_kind(kind)
+        msg = str(e.value)
+        assert "'NVIDIA H200'" in msg and "--gpu h200" in msg and "\n" not in msg
+
+
+def test_gpu_kind_check_without_nvml_says_use_cpu(use_pynvml):
+    from pytest_moeperf.session import check_gpu_kind
+
+    use_pynvml(init_error="NVML Shared Library Not Found")
+    with pytest.raises(ValueError, match="no NVIDIA GPU found through NVML.*run with --gpu cpu"):
+        check_gpu_kind("h200")
+
+
+def test_power_policy_violation_is_power_capped_not_throttled(use_pynvml, tiny_dense):
+    mod = use_pynvml()
+    power = {"ns": 0}
+
+    def violation(handle, policy):
+        if policy == mod.NVML_PERF_POLICY_POWER:
+            power["ns"] += 5_000_000
+            return types.SimpleNamespace(violationTime=power["ns"], referenceTime=0)
+        return types.SimpleNamespace(violationTime=0, referenceTime=0)
+
+    mod.nvmlDeviceGetViolationStatus = violation
+    runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), MeasureSettings(rounds=2, warmup_rounds=0),
+                        gpu=NvmlDevice(), energy_meter=None, energy_unavailable="test")
+    runner.prime()
+    _run_rounds(runner, 2)
+    info = runner.extra_info("cpu")
+    assert info["power_capped_rounds"] == 2 and info["throttled_rounds"] == 0
+
+
+def test_contaminated_case_prints_a_warning():
+    from pytest_moeperf.cases import Case as C
+    from pytest_moeperf.summary import render_summary
+
+    info = {"ttft_ms": 1.0, "contaminated": True, "other_gpu_processes": [{"pid": OTHER_PID}], "throttled_rounds": 2}
+    text = render_summary([(C("tiny-dense", 64, 4), info)], [])
+    assert "WARNING: other processes used the GPU during tiny-dense-c64-n4: figures contaminated" in text
+    assert "WARNING: clock throttling during tiny-dense-c64-n4 (2 rounds)" in text
