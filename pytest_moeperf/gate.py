@@ -76,6 +76,16 @@ DEFAULT_THRESHOLD_OVERRIDES_PCT: Mapping[str, float] = {
 }
 
 
+# Run-to-run drift assumed when the baseline comes from another physical GPU (its UUID differs)
+# and holds a single run, so no drift can be estimated from it. Measured on H200 leases: the
+# same eager case's median TPOT moved 12.7% between two machines, two static runs on one
+# machine 5.8%; NVML's power sensor has a board-to-board gain error of about 5% (SC24).
+# Within-run statistics cannot see any of this: without the prior, a slower machine would FAIL.
+DEFAULT_CROSS_MACHINE_DRIFT_PCT: Mapping[str, float] = {
+    "latency": 6.0, "throughput": 6.0, "energy": 5.0, "efficiency": 6.0, "memory": 0.0,
+}
+
+
 def default_thresholds_pct() -> dict[str, float]:
     out = {m.key: DEFAULT_THRESHOLDS_BY_KIND_PCT[m.kind] for m in schema.METRICS}
     out.update(DEFAULT_THRESHOLD_OVERRIDES_PCT)
@@ -109,6 +119,8 @@ class GateConfig:
     strict: bool = False
     allow: tuple[str, ...] = ()  # "metric" or "metric@benchmark-name-glob"
     ignore_gpu: bool = False
+    cross_machine_drift_pct: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_CROSS_MACHINE_DRIFT_PCT))
 
     def threshold_pct(self, metric: str) -> float:
         return float(self.thresholds_pct[metric])
@@ -361,6 +373,27 @@ def gpu_name(doc: Mapping[str, Any]) -> str | None:
     return str(gpu) if isinstance(gpu, str) and gpu else None
 
 
+def gpu_uuid(doc: Mapping[str, Any] | None) -> str | None:
+    gpu = ((doc or {}).get("machine_info") or {}).get("gpu")
+    return str(gpu["uuid"]) if isinstance(gpu, Mapping) and gpu.get("uuid") else None
+
+
+def is_cross_machine(base_docs: Iterable[Mapping[str, Any]], head_doc: Mapping[str, Any] | None) -> bool:
+    """True when both sides name their GPU's UUID and the run's GPU is none of the baseline's."""
+    head = gpu_uuid(head_doc)
+    base = {u for u in (gpu_uuid(d) for d in base_docs) if u}
+    return bool(head and base and head not in base)
+
+
+def bench_cross_machine(base_bench: Mapping[str, Any] | None, head_bench: Mapping[str, Any],
+                        doc_level: bool) -> bool:
+    """Per benchmark when both carry the GPU they ran on (extra_info.gpu_uuid: a baseline may
+    merge cases from several machines), else the documents' answer."""
+    b = ((base_bench or {}).get("extra_info") or {}).get("gpu_uuid")
+    h = (head_bench.get("extra_info") or {}).get("gpu_uuid")
+    return b != h if b and h else doc_level
+
+
 def gpu_slug(name: str) -> str:
     """``"NVIDIA H200"`` -> ``"h200"``: the baselines/<gpu>/ folder name."""
     words = [w for w in name.lower().replace("-", " ").split() if w not in ("nvidia", "tesla", "geforce")]
@@ -520,7 +553,7 @@ def total_mde_pct(within_mde_pct: float, drift: float | None, runs: int, alpha: 
 
 
 def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: GateConfig,
-                    run_medians: Sequence[float] = ()) -> MetricComparison:
+                    run_medians: Sequence[float] = (), prior_drift_pct: float | None = None) -> MetricComparison:
     thr = config.threshold_pct(metric.key)
     med_b, med_h = float(np.median(base)), float(np.median(head))
     change = _rel_pct(med_h - med_b, med_b)
@@ -532,6 +565,10 @@ def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: 
     p_margin = _one_sided_p(_remove_margin(metric, head, config.margin_fraction * thr), base, worse)
     drift = drift_pct(run_medians)
     runs = len(run_medians) if drift is not None else 1
+    drift_note = f", run-to-run drift {drift:.1f}% over {runs} stored runs" if drift is not None else ""
+    if drift is None and prior_drift_pct:  # another machine, one stored run: assume the measured drift
+        drift = prior_drift_pct
+        drift_note = f", incl. an assumed {drift:g}% drift between machines (baseline from another GPU)"
     mde = total_mde_pct(mde_pct(base, head, config.alpha, config.power), drift, runs, config.alpha, config.power)
     common = dict(metric=metric.key, unit=metric.unit, direction=metric.direction, baseline=med_b,
                   current=med_h, change_pct=change, p_value=p_bad, mde_pct=mde, threshold_pct=thr,
@@ -555,7 +592,7 @@ def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: 
                                     reason=f"worse by {bad:.1f}% > {thr:g}% (p={p_bad:.2g}, HL {bad_hl:.1f}%{how})")
         need = rounds_needed(base, head, thr, config.alpha, config.power)
         if mde > thr:
-            why = f"detectable effect {mde:.1f}% > threshold {thr:g}% (spread too wide)"
+            why = f"detectable effect {mde:.1f}% > threshold {thr:g}% (spread too wide{drift_note})"
         elif significant:
             margin_pct = config.margin_fraction * thr
             why = (f"worse by {bad:.1f}% but not significantly more than {margin_pct:g}% "
@@ -645,14 +682,16 @@ def run_median(extra: Mapping[str, Any], metric: Metric) -> float | None:
 
 
 def compare_metric(metric: Metric, base_extra: Mapping[str, Any], head_extra: Mapping[str, Any],
-                   config: GateConfig, history: Sequence[Mapping[str, Any]] = ()) -> MetricComparison | None:
+                   config: GateConfig, history: Sequence[Mapping[str, Any]] = (),
+                   cross_machine: bool = False) -> MetricComparison | None:
     """None when the metric is measured on neither side. ``history``: extra_info of every stored
     baseline run of this benchmark (the newest included), for the run-to-run drift."""
     base_b, head_b = _samples(base_extra, metric), _samples(head_extra, metric)
     base_v, head_v = _scalar(base_extra, metric.key), _scalar(head_extra, metric.key)
     if base_b.size >= 2 and head_b.size >= 2:
         medians = [m for m in (run_median(h, metric) for h in history) if m is not None]
-        return compare_samples(metric, base_b, head_b, config, medians)
+        prior = config.cross_machine_drift_pct.get(metric.kind) if cross_machine else None
+        return compare_samples(metric, base_b, head_b, config, medians, prior)
     if base_v is None and head_v is None:
         return None
     if base_v is None or head_v is None:
@@ -709,7 +748,7 @@ def _adjust(cmp: MetricComparison, throttled: int, allowed: bool) -> MetricCompa
 
 def compare_benchmark(base_bench: Mapping[str, Any] | None, head_bench: Mapping[str, Any], config: GateConfig,
                       baseline_source: str | None = None,
-                      history: Sequence[Mapping[str, Any]] = ()) -> BenchmarkResult:
+                      history: Sequence[Mapping[str, Any]] = (), cross_machine: bool = False) -> BenchmarkResult:
     """One head benchmark against its baseline benchmark (None: a new benchmark, PASS)."""
     fullname, name = bench_key(head_bench), str(head_bench.get("name") or bench_key(head_bench))
     head_extra = head_bench.get("extra_info") or {}
@@ -720,7 +759,7 @@ def compare_benchmark(base_bench: Mapping[str, Any] | None, head_bench: Mapping[
     runs = [b.get("extra_info") or {} for b in history] or [base_extra]
     out = []
     for metric in schema.METRICS:
-        cmp = compare_metric(metric, base_extra, head_extra, config, runs)
+        cmp = compare_metric(metric, base_extra, head_extra, config, runs, cross_machine)
         if cmp is not None:
             out.append(_adjust(cmp, throttled, config.is_allowed(metric.key, name, fullname)))
     return BenchmarkResult(fullname, name, "compared", worst(m.verdict for m in out), tuple(out), throttled,
@@ -832,8 +871,10 @@ def compare_documents(base_docs: Sequence[Mapping[str, Any]], head_doc: Mapping[
     """Every benchmark of ``head_doc`` against the baseline documents, matched by fullname (then name)."""
     check_gpu(base_docs, head_doc, config)
     index = index_baseline(base_docs)
+    cross = is_cross_machine(base_docs, head_doc)
     results = []
     for bench in head_doc.get("benchmarks", []):
         base, source = find_baseline(index, bench)
-        results.append(compare_benchmark(base, bench, config, source, baseline_history(base_docs, bench)))
+        results.append(compare_benchmark(base, bench, config, source, baseline_history(base_docs, bench),
+                                         bench_cross_machine(base, bench, cross)))
     return build_result(results, base_docs, config, head_doc)

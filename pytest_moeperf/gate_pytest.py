@@ -113,8 +113,11 @@ class GatePlugin:
             return report
         head = stats.as_dict(include_data=True)
         base, source = gate.find_baseline(self.index, head)
+        head_doc = {"machine_info": self.head_machine_info} if self.head_machine_info else None
         result = gate.compare_benchmark(base, head, self.gate_config, source,
-                                        gate.baseline_history(self.base_docs, head))
+                                        gate.baseline_history(self.base_docs, head),
+                                        gate.bench_cross_machine(base, head,
+                                                                 gate.is_cross_machine(self.base_docs, head_doc)))
         self.results.append(result)
         if result.verdict == FAIL:
             report.outcome = "failed"

@@ -78,6 +78,11 @@ def to_benchmark_document(records: list[dict]) -> dict:
             machine_info = rec.get("machine_info") or machine_info
         elif rec.get("type") == "case":
             bench = rec["benchmark"]
+            extra = bench.setdefault("extra_info", {})
+            gpu = machine_info.get("gpu") if isinstance(machine_info.get("gpu"), dict) else None
+            if not extra.get("gpu_uuid") and gpu and gpu.get("uuid"):
+                # a log can span sessions on several machines: each case keeps the GPU it ran on
+                extra["gpu_uuid"] = gpu["uuid"]
             by_name[bench["fullname"]] = bench
     return {"machine_info": machine_info, "commit_info": {}, "benchmarks": list(by_name.values()),
             "datetime": _now(), "version": "moeperf-results-log"}

@@ -165,6 +165,7 @@ class MoeperfSession:
                 from .routing import routing_stats
 
                 info["routing"] = routing_stats(loaded.model, runner.input_ids)
+            info["gpu_uuid"] = gpu.identity().get("uuid") if gpu is not None else None
             info["other_gpu_processes"] = others
             info["contaminated"] = bool(others)
             return info

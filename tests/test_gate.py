@@ -446,3 +446,40 @@ def test_change_clearly_beyond_threshold_plus_mde_fails_despite_wide_spread():
     c = cmp_samples("tpot_ms", base, head)
     assert c.mde_pct > c.threshold_pct
     assert c.verdict == FAIL and "beyond threshold + detectable effect" in c.reason
+
+
+def _doc_on(uuid: str, tpot: list[float]) -> dict:
+    return {"machine_info": {"gpu": {"name": "NVIDIA H200", "uuid": uuid}},
+            "benchmarks": [bench(extra_info=extra({"tpot_ms": tpot}))]}
+
+
+def test_baseline_from_another_gpu_assumes_drift_between_machines():
+    # a tight run 9% slower than a tight single-run baseline: on the same GPU a FAIL; from
+    # another GPU (UUID differs) within the drift measured between H200 machines: INCONCLUSIVE
+    base = normal(1, 40.0, 0.01, 12)
+    head = normal(2, 43.6, 0.01, 12)
+    same = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-a", head), CFG).benchmarks[0]
+    other = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", head), CFG).benchmarks[0]
+    tp_same = next(m for m in same.metrics if m.metric == "tpot_ms")
+    tp_other = next(m for m in other.metrics if m.metric == "tpot_ms")
+    assert tp_same.verdict == FAIL and tp_same.drift_pct is None
+    assert tp_other.verdict == INCONCLUSIVE and tp_other.drift_pct == 6.0
+    assert "between machines" in tp_other.reason
+    # a regression far beyond threshold + that detectable effect still FAILs across machines
+    far = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", normal(3, 60.0, 0.01, 12)), CFG)
+    assert next(m for m in far.benchmarks[0].metrics if m.metric == "tpot_ms").verdict == FAIL
+
+
+def test_is_cross_machine_needs_both_uuids():
+    assert not gate.is_cross_machine([{"machine_info": {}}], _doc_on("GPU-b", [1.0]))
+    assert not gate.is_cross_machine([_doc_on("GPU-a", [1.0])], {"machine_info": {}})
+    assert gate.is_cross_machine([_doc_on("GPU-a", [1.0])], _doc_on("GPU-b", [1.0]))
+
+
+def test_cross_machine_is_decided_per_benchmark_when_cases_name_their_gpu():
+    b = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-a"})
+    h_same = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-a"})
+    h_other = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-b"})
+    assert gate.bench_cross_machine(b, h_same, doc_level=True) is False
+    assert gate.bench_cross_machine(b, h_other, doc_level=False) is True
+    assert gate.bench_cross_machine(bench(), h_other, doc_level=True) is True  # falls back to the documents
