@@ -154,17 +154,9 @@ def read_records(path: str, offset: int = 0) -> list[dict]:
             lines = fh.read().decode("utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue
-            raise ValueError(f"results log {path}: a line after byte {offset} is not JSON; the file is damaged") from None
-    return out
+    from .results_log import parse_log_lines
+
+    return parse_log_lines(lines, f"{path} (after byte {offset})")
 
 
 def _gpu_key(g: dict) -> tuple:

@@ -54,9 +54,13 @@ def read_log(path: str) -> list[dict]:
     """Records of a log; a torn last line (crash mid-write) is skipped, not fatal."""
     if not os.path.exists(path):
         raise ValueError(f"results log {path} does not exist; pass the file given to --moeperf-results")
-    records = []
     with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+        return parse_log_lines(fh.read().splitlines(), path)
+
+
+def parse_log_lines(lines: list[str], where: str) -> list[dict]:
+    """Records of a log's lines; a torn last line (interrupted while writing) is skipped."""
+    records = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -64,8 +68,8 @@ def read_log(path: str) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if i == len(lines) - 1:
-                continue  # interrupted while writing the last line
-            raise ValueError(f"results log {path}: line {i + 1} is not JSON; the file is damaged") from None
+                continue
+            raise ValueError(f"results log {where}: line {i + 1} is not JSON; the file is damaged") from None
     return records
 
 
