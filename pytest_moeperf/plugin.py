@@ -55,6 +55,9 @@ def pytest_addoption(parser):
         help="also record MoE routing statistics (tokens per expert per layer, load, entropy) in an untimed pass")
     add("--moeperf-compile-cache", metavar="DIR", default=None,
         help="torch.compile/inductor cache folder for the static backend (keep it between CI runs for warm compiles)")
+    add("--moeperf-resume", action="store_true", default=False,
+        help="skip the cases already finished in the results log (after a crash or a job time-out); "
+             "python -m pytest_moeperf results LOG --json run.json then gives the whole run")
     add("--moeperf-seed", metavar="N", default=None, help="seed for random weights and sampling (default 0)")
     # the regression gate (pytest_moeperf.gate_pytest)
     add("--moeperf-gate", metavar="PATH|auto|off", default="auto",
@@ -116,6 +119,7 @@ class MoeperfState:
         self.failed: list[tuple] = []  # (case, error)
         self._log_started = False
         self.cases_by_id: dict = {}  # case id -> Case, filled at parametrization
+        self.resumed: list[str] = []  # case ids skipped by --moeperf-resume
         self._usage_error: pytest.UsageError | None = None  # raised after collection: exit 4, no traceback
 
     @property
@@ -181,6 +185,24 @@ class MoeperfState:
         if self._usage_error is not None:
             raise self._usage_error
 
+    def pytest_collection_modifyitems(self, session, config, items):
+        """--moeperf-resume: deselect the cases the results log already holds as finished."""
+        if not config.getoption("moeperf_resume", False):
+            return
+        from .results_log import finished_case_ids
+
+        path = self.session.options.results_path
+        done = finished_case_ids(path) if os.path.exists(path) else set()
+        keep, skipped = [], []
+        for item in items:
+            spec = getattr(item, "callspec", None)
+            case_id = spec.params.get("moeperf_case") if spec is not None else None
+            (skipped if case_id in done else keep).append(item)
+        if skipped:
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = keep
+        self.resumed = [i.callspec.params["moeperf_case"] for i in skipped]
+
     def _check_contexts(self, cases):
         """A context below a chat template's fixed overhead stops the run before any model loads."""
         from .context import ContextError, build_exact_context
@@ -221,6 +243,9 @@ class MoeperfState:
         machine_info.update(self.machine_info_extra())
 
     def pytest_terminal_summary(self, terminalreporter):
+        if self.resumed:
+            terminalreporter.write_line(f"moeperf resume: {len(self.resumed)} case(s) already finished in "
+                                        f"{self.session.options.results_path}: {', '.join(self.resumed)}")
         if not (self.finished or self.failed):
             return
         from .summary import render_summary

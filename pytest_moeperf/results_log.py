@@ -73,6 +73,17 @@ def parse_log_lines(lines: list[str], where: str) -> list[dict]:
     return records
 
 
+def finished_case_ids(path: str) -> set[str]:
+    """Case ids with a finished ("case") record in the log: what --moeperf-resume skips."""
+    ids = set()
+    for rec in read_log(path):
+        if rec.get("type") == "case":
+            bench = rec.get("benchmark") or {}
+            if bench.get("param"):
+                ids.add(str(bench["param"]))
+    return ids
+
+
 def to_benchmark_document(records: list[dict]) -> dict:
     """A pytest-benchmark-shaped document from a log; the newest record of each case wins."""
     machine_info = {}

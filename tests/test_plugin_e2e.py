@@ -262,3 +262,23 @@ def test_loading_the_plugin_imports_no_torch_transformers_or_pynvml(tmp_path):
     assert info["plugin"] and info["state"] and info["gate"], info  # the plugin and the gate really loaded
     assert info["rc"] == pytest.ExitCode.NO_TESTS_COLLECTED
     assert info["heavy"] == [], info
+
+
+def test_resume_after_a_crash_runs_only_the_missing_cases(pytester):
+    conftest = pytester.makeconftest("""
+        import os
+
+        def pytest_moeperf_case_finished(config, case, extra_info):
+            os._exit(1)
+    """)
+    args = (*FAST, "--moeperf-models", "tiny-dense", "--moeperf-contexts", "64,80")
+    assert _run(pytester, *args).ret == 1  # crashed after the first case
+    conftest.unlink()
+    result = _run(pytester, *args, "--moeperf-resume")
+    assert result.ret == 0
+    out = _output(result)
+    assert "1 passed, 1 deselected" in out
+    assert "moeperf resume: 1 case(s) already finished" in out and "tiny-dense-c64-n4" in out
+    log = pytester.path / "r.jsonl"
+    names = sorted(r["benchmark"]["name"] for r in _records(log, "case"))
+    assert names == ["test_generate[tiny-dense-c64-n4]", "test_generate[tiny-dense-c80-n4]"]
