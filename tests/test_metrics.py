@@ -199,3 +199,17 @@ def test_gpu_defaults_are_the_paper_matrix():
     assert o.contexts == (128, 512, 1024, 2048) and o.new_tokens == (64,)
     assert [c.case_id for c in o.cases()][:2] == ["gpt-oss-20b-c128-n64", "gpt-oss-20b-c512-n64"]
     assert len(o.cases()) == 12
+
+
+def test_readme_example_without_pytest_runs():
+    """The README's "Without pytest" snippet, run as written."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"## Without pytest.*?```python\n(.*?)```", readme, re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "TTFT" in out.stdout and "ms/token" in out.stdout
