@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from .cases import DECODING_PRESETS, Case
-from .energy import MIN_WINDOW_S, EnergyWindow
+from .energy import MIN_WINDOW_S
 from .stats import ci95_mean, cv, median, percentile
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import energy
 from pytest_moeperf.cases import Case
 from pytest_moeperf.energy import EnergyMeter, EnergyUnavailable, NvmlDevice
 from pytest_moeperf.options import parse_options
