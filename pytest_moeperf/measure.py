@@ -190,6 +190,8 @@ class CaseRunner:
         new = out.sequences.shape[1] - self.input_ids.shape[1]
         if new != self.case.new_tokens:
             raise TokenCountError(f"generate produced {new} new tokens, expected {self.case.new_tokens}")
+        if with_clock and len(self.clock.stamps) != new:
+            raise TokenCountError(f"the token clock stamped {len(self.clock.stamps)} tokens, generate produced {new}")
         throttled, capped = self._health_delta(health0)
         stamps = tuple((s - t0) * 1000.0 for s in self.clock.stamps) if with_clock else ((t1 - t0) * 1000.0,) * new
         return RoundTiming(e2e_ms=(t1 - t0) * 1000.0, token_ms=stamps, batch_size=self.case.batch_size,
@@ -252,6 +254,9 @@ class CaseRunner:
         if measured and self.energy_meter is not None and self._window_start is None:
             self.sync()
             self._window_start = self.energy_meter.begin_window()
+        # the previous round's KV cache must not be alive while this round allocates its own:
+        # the allocator peak is that of one generate with its cache, as docs/metrics.md says
+        self.last_cache = None
         timing, out = self._generate(index)
         if not measured:
             return
@@ -266,8 +271,14 @@ class CaseRunner:
     def _begin_measurement(self):
         import torch
 
+        from .memory import reset_peak_rss
+
+        reset_peak_rss()  # the RSS peak is per case, not whatever ran earlier in the process
         if self.device.startswith("cuda"):
             self.sync()
+            # reset_peak_memory_stats sets the reserved peak to what is reserved now: release
+            # the pool earlier cases left behind, or their peak would be reported as this one's
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             self.pre_decode_allocated_bytes = int(torch.cuda.memory_allocated())
 
@@ -388,16 +399,20 @@ class CaseRunner:
             "samples": {
                 "ttft_ms": ttft, "tpot_ms": tpot, "e2e_ms": e2e, "decode_tokens_per_s": dec,
                 "e2e_tokens_per_s": e2e_tps, "itl_ms_p50": itl_p50_per_round,
-                "energy_j": [w.energy_j / w.rounds for w in self.windows if w.rounds],
-                "tokens_per_j": [w.tokens / w.energy_j for w in self.windows if w.energy_j > 0],
-                "j_per_1k_tokens": [1000.0 * w.energy_j / w.tokens for w in self.windows if w.tokens],
+                "energy_j": [w.energy_j / w.rounds for w in self._valid_windows()],
+                "tokens_per_j": [w.tokens / w.energy_j for w in self._valid_windows()],
+                "j_per_1k_tokens": [1000.0 * w.energy_j / w.tokens for w in self._valid_windows()],
                 "throttled": [r.throttled for r in rounds],
             },
         }
         return info
 
+    def _valid_windows(self) -> list:
+        """Windows the energy figures use: with rounds, tokens and a positive counter delta."""
+        return [w for w in self.windows if w.rounds and w.tokens and w.energy_j > 0]
+
     def _energy_summary(self) -> dict:
-        ws = [w for w in self.windows if w.rounds and w.tokens and w.energy_j > 0]
+        ws = self._valid_windows()
         reason = self.energy_unavailable
         if self.energy_meter is not None and len(ws) < 1:
             reason = (f"no energy window of >= {self.settings.energy_window_s} s closed "

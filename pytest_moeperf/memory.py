@@ -63,7 +63,26 @@ def cache_tensor_bytes(cache) -> int | None:
     return total
 
 
+def reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark (Linux: write 5 to /proc/self/clear_refs), so the
+    peak read later belongs to one case, not to everything the process ran before."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size: VmHWM since the last reset on Linux; else ru_maxrss since start
+    (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)

@@ -6,6 +6,7 @@ the plugin turns it into ``pytest.UsageError`` (no traceback).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .cases import DECODING_PRESETS, Case
@@ -59,8 +60,8 @@ def _positive_float(raw, option: str) -> float:
         v = float(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{option}: {raw!r} is not a number") from None
-    if not v > 0:
-        raise ValueError(f"{option}: must be > 0, got {raw}")
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{option}: must be a finite number > 0, got {raw}")
     return v
 
 

@@ -74,7 +74,7 @@ class MoeperfSession:
                 from .energy import EnergyMeter, EnergyUnavailable, NvmlDevice
 
                 try:
-                    self._gpu = NvmlDevice()
+                    self._gpu = _nvml_device_of_cuda0()
                     self._meter = EnergyMeter(self._gpu)
                     self.idle_power_w = self._measure_idle_power()
                 except (EnergyUnavailable, Exception) as exc:
@@ -141,10 +141,10 @@ class MoeperfSession:
         """
         import torch
 
-        runner = None
+        error = None
         try:
+            gpu = self.gpu()  # first: idle power is read before any model occupies the GPU
             loaded = self.model(case.model, case.dtype, case.experts)
-            gpu = self.gpu()
             others = gpu.other_processes() if gpu is not None else []
             runner = CaseRunner(loaded, case, self.settings(), gpu=gpu, energy_meter=self.energy_meter,
                                 energy_unavailable=self.energy_unavailable, idle_power_w=self.idle_power_w)
@@ -172,15 +172,16 @@ class MoeperfSession:
         except torch.OutOfMemoryError as exc:
             # torch's own first line already says "CUDA out of memory. Tried to allocate N GiB."
             asked = (str(exc).strip().splitlines() or ["CUDA out of memory"])[0]
-            runner = None
-            self._free_after_failure()
-            raise CaseFailed(asked if "out of memory" in asked.lower() else f"CUDA out of memory: {asked}") from None
+            error = asked if "out of memory" in asked.lower() else f"CUDA out of memory: {asked}"
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            runner = None
-            self._free_after_failure()
-            raise CaseFailed(_first_line(exc)) from exc
+            error = _first_line(exc)
+        # Outside the except block: the exception and its traceback (which holds the failed
+        # frames' tensors, the runner and the cache) are gone, so the memory really is freed.
+        runner = None
+        self._free_after_failure()
+        raise CaseFailed(error)
 
     def bandwidth(self) -> float | None:
         """Device-to-device copy bandwidth, measured once per session (CUDA only)."""
@@ -210,6 +211,30 @@ class MoeperfSession:
                 torch.cuda.empty_cache()
         except Exception:
             pass
+
+
+def _torch_gpu_uuid() -> str | None:
+    """NVML UUID of the GPU torch calls cuda:0, so energy, clocks and processes are read from the
+    board being measured whatever CUDA_VISIBLE_DEVICES holds (an index, a UUID, a MIG id)."""
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(0).uuid)
+    except Exception:
+        return None
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+def _nvml_device_of_cuda0():
+    from .energy import GpuQueryError, NvmlDevice
+
+    uuid = _torch_gpu_uuid()
+    if uuid:
+        try:
+            return NvmlDevice(uuid=uuid)
+        except GpuQueryError:  # a MIG slice or an id NVML does not take: the visible index
+            pass
+    return NvmlDevice()
 
 
 def _median(values):
