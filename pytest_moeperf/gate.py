@@ -566,8 +566,10 @@ def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: 
     drift = drift_pct(run_medians)
     runs = len(run_medians) if drift is not None else 1
     drift_note = f", run-to-run drift {drift:.1f}% over {runs} stored runs" if drift is not None else ""
-    if drift is None and prior_drift_pct:  # another machine, one stored run: assume the measured drift
-        drift = prior_drift_pct
+    if prior_drift_pct and (drift is None or drift < prior_drift_pct):
+        # another machine: stored runs that agree with each other (all from the baseline's
+        # machine) say nothing about the drift between machines; assume the measured one
+        drift, runs = prior_drift_pct, 1
         drift_note = f", incl. an assumed {drift:g}% drift between machines (baseline from another GPU)"
     mde = total_mde_pct(mde_pct(base, head, config.alpha, config.power), drift, runs, config.alpha, config.power)
     common = dict(metric=metric.key, unit=metric.unit, direction=metric.direction, baseline=med_b,

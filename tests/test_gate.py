@@ -483,3 +483,11 @@ def test_cross_machine_is_decided_per_benchmark_when_cases_name_their_gpu():
     assert gate.bench_cross_machine(b, h_same, doc_level=True) is False
     assert gate.bench_cross_machine(b, h_other, doc_level=False) is True
     assert gate.bench_cross_machine(bench(), h_other, doc_level=True) is True  # falls back to the documents
+
+
+def test_agreeing_stored_runs_do_not_remove_the_drift_between_machines():
+    # two stored runs on GPU-a agree to 0.2%; a tight run on GPU-b 9% slower stays INCONCLUSIVE
+    runs = [_doc_on("GPU-a", normal(s, m, 0.01, 10)) for s, m in ((1, 10.0), (2, 10.02))]
+    head = _doc_on("GPU-b", normal(3, 10.9, 0.01, 10))
+    tp = next(m for m in gate.compare_documents(runs, head, CFG).benchmarks[0].metrics if m.metric == "tpot_ms")
+    assert tp.verdict == INCONCLUSIVE and tp.drift_pct == 6.0
