@@ -128,8 +128,10 @@ class MoeperfState:
             from .results_log import ResultsLog
             from .session import MoeperfSession
 
+            from .results_log import options_fingerprint
+
             options = self.options()
-            self._session = MoeperfSession(options, log=ResultsLog(options.results_path))
+            self._session = MoeperfSession(options, log=ResultsLog(options.results_path, options_fingerprint(options)))
         return self._session
 
     def options(self):
@@ -189,10 +191,13 @@ class MoeperfState:
         """--moeperf-resume: deselect the cases the results log already holds as finished."""
         if not config.getoption("moeperf_resume", False):
             return
-        from .results_log import finished_case_ids
+        from .results_log import finished_case_ids, options_fingerprint
 
         path = self.session.options.results_path
-        done = finished_case_ids(path) if os.path.exists(path) else set()
+        try:
+            done = finished_case_ids(path, options_fingerprint(self.session.options)) if os.path.exists(path) else set()
+        except (OSError, ValueError) as exc:
+            raise pytest.UsageError(f"--moeperf-resume: cannot read {path}: {exc}") from None
         keep, skipped = [], []
         for item in items:
             spec = getattr(item, "callspec", None)

@@ -14,28 +14,51 @@ import sys
 from datetime import datetime, timezone
 
 
+def options_fingerprint(options) -> str:
+    """What makes two runs' records interchangeable beyond the case id: the measurement settings
+    and the suite's version. --moeperf-resume only skips cases logged under the same print."""
+    import dataclasses
+    import hashlib
+
+    from . import __version__
+
+    keep = ("rounds", "warmup_rounds", "energy_window_s", "energy_windows", "weights", "seed", "gpu", "device")
+    fields = {k: v for k, v in dataclasses.asdict(options).items() if k in keep}
+    blob = json.dumps({"moeperf": __version__, **fields}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
 class ResultsLog:
-    def __init__(self, path: str):
+    def __init__(self, path: str, fingerprint: str | None = None):
         self.path = path
+        self.fingerprint = fingerprint
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
 
     def _append(self, record: dict) -> None:
         line = json.dumps(record, default=_json_default)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        with open(self.path, "a+b") as fh:
+            # a crash mid-write leaves a torn last line: start on a fresh line so the torn
+            # record stays one unreadable line and this one stays readable
+            fh.seek(0, os.SEEK_END)
+            if fh.tell():
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write((line + "\n").encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
 
     def session_started(self, machine_info: dict) -> None:
-        self._append({"type": "session", "datetime": _now(), "machine_info": machine_info})
+        self._append({"type": "session", "datetime": _now(), "fingerprint": self.fingerprint,
+                      "machine_info": machine_info})
 
     def case_finished(self, benchmark: dict) -> None:
-        self._append({"type": "case", "datetime": _now(), "benchmark": benchmark})
+        self._append({"type": "case", "datetime": _now(), "fingerprint": self.fingerprint, "benchmark": benchmark})
 
     def case_failed(self, fullname: str, case_id: str, error: str, extra: dict | None = None) -> None:
-        self._append({"type": "failed", "datetime": _now(), "fullname": fullname, "case": case_id,
-                      "error": error, **(extra or {})})
+        self._append({"type": "failed", "datetime": _now(), "fingerprint": self.fingerprint, "fullname": fullname,
+                      "case": case_id, "error": error, **(extra or {})})
 
 
 def _now() -> str:
@@ -59,35 +82,47 @@ def read_log(path: str) -> list[dict]:
 
 
 def parse_log_lines(lines: list[str], where: str) -> list[dict]:
-    """Records of a log's lines; a torn last line (interrupted while writing) is skipped."""
-    records = []
+    """Records of a log's lines. A line that is not JSON can only be a write a crash interrupted
+    (records are appended whole and fsynced): it is skipped with a warning, never fatal."""
+    records, torn = [], []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue
-            raise ValueError(f"results log {where}: line {i + 1} is not JSON; the file is damaged") from None
+            torn.append(i + 1)
+    if torn:
+        import warnings
+
+        warnings.warn(f"results log {where}: skipped {len(torn)} unreadable line(s) "
+                      f"(interrupted writes): {', '.join(map(str, torn[:5]))}", stacklevel=2)
     return records
 
 
-def finished_case_ids(path: str) -> set[str]:
-    """Case ids with a finished ("case") record in the log: what --moeperf-resume skips."""
-    ids = set()
+def finished_case_ids(path: str, fingerprint: str | None = None) -> set[str]:
+    """Case ids whose latest record in the log is a finished case logged under ``fingerprint``
+    (same settings and suite version): what --moeperf-resume skips. A later failure of the
+    case, or a record from other settings, does not count."""
+    latest: dict[str, dict] = {}
     for rec in read_log(path):
         if rec.get("type") == "case":
-            bench = rec.get("benchmark") or {}
-            if bench.get("param"):
-                ids.add(str(bench["param"]))
-    return ids
+            case_id = (rec.get("benchmark") or {}).get("param")
+        elif rec.get("type") == "failed":
+            case_id = rec.get("case")
+        else:
+            continue
+        if case_id:
+            latest[str(case_id)] = rec
+    return {cid for cid, rec in latest.items()
+            if rec["type"] == "case" and (fingerprint is None or rec.get("fingerprint") == fingerprint)}
 
 
 def to_benchmark_document(records: list[dict]) -> dict:
     """A pytest-benchmark-shaped document from a log; the newest record of each case wins."""
     machine_info = {}
     by_name: dict[str, dict] = {}
+    failed: dict[str, dict] = {}
     for rec in records:
         if rec.get("type") == "session":
             machine_info = rec.get("machine_info") or machine_info
@@ -99,7 +134,13 @@ def to_benchmark_document(records: list[dict]) -> dict:
                 # a log can span sessions on several machines: each case keeps the GPU it ran on
                 extra["gpu_uuid"] = gpu["uuid"]
             by_name[bench["fullname"]] = bench
+        elif rec.get("type") == "failed":
+            by_name.pop(rec.get("fullname"), None)  # a later failure supersedes an earlier result
+            failed[rec.get("fullname")] = {"case": rec.get("case"), "error": rec.get("error")}
+    for name in by_name:
+        failed.pop(name, None)  # ... and a later success a failure
     return {"machine_info": machine_info, "commit_info": {}, "benchmarks": list(by_name.values()),
+            "moeperf_failed": [{"fullname": k, **v} for k, v in failed.items()],
             "datetime": _now(), "version": "moeperf-results-log"}
 
 

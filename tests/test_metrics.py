@@ -213,3 +213,40 @@ def test_readme_example_without_pytest_runs():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TTFT" in out.stdout and "ms/token" in out.stdout
+
+
+# -- the results log ---------------------------------------------------------------------------------
+
+def test_results_log_survives_a_torn_line_followed_by_appends(tmp_path):
+    import warnings
+
+    from pytest_moeperf.results_log import ResultsLog, read_log
+
+    path = str(tmp_path / "r.jsonl")
+    log = ResultsLog(path, "fp1")
+    log.case_finished({"fullname": "t[a]", "param": "a", "extra_info": {}})
+    with open(path, "a") as fh:
+        fh.write('{"type": "case", "benchm')  # a crash mid-write
+    log.case_finished({"fullname": "t[b]", "param": "b", "extra_info": {}})  # the next session appends
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recs = read_log(path)
+    assert [r["benchmark"]["param"] for r in recs] == ["a", "b"]
+    assert any("skipped 1 unreadable line" in str(w.message) for w in caught)
+
+
+def test_resume_and_rebuild_trust_only_the_latest_record_under_the_same_settings(tmp_path):
+    from pytest_moeperf.results_log import ResultsLog, finished_case_ids, read_log, to_benchmark_document
+
+    path = str(tmp_path / "r.jsonl")
+    old, new = ResultsLog(path, "old"), ResultsLog(path, "new")
+    old.case_finished({"fullname": "t[a]", "param": "a", "extra_info": {}})
+    new.case_finished({"fullname": "t[b]", "param": "b", "extra_info": {}})
+    new.case_finished({"fullname": "t[c]", "param": "c", "extra_info": {}})
+    new.case_failed("t[c]", "c", "CUDA out of memory. Tried to allocate 253.12 GiB")
+    assert finished_case_ids(path, "new") == {"b"}  # a: other settings; c: failed since
+    assert finished_case_ids(path) == {"a", "b"}
+    doc = to_benchmark_document(read_log(path))
+    assert sorted(b["fullname"] for b in doc["benchmarks"]) == ["t[a]", "t[b]"]
+    assert doc["moeperf_failed"] == [{"fullname": "t[c]", "case": "c",
+                                      "error": "CUDA out of memory. Tried to allocate 253.12 GiB"}]
