@@ -61,7 +61,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("peak_reserved_bytes", "bytes", "lower", "memory",
            "torch.cuda.max_memory_reserved() over the measured rounds"),
     Metric("peak_rss_bytes", "bytes", "lower", "memory",
-           "peak resident set size of the process (ru_maxrss), CPU runs"),
+           "peak resident set size during the measured rounds (VmHWM, reset per case on Linux)"),
     Metric("kv_cache_bytes", "bytes", "lower", "memory",
            "analytic bytes of the KV cache the model keeps after the last token, per layer type "
            "(sliding-window layers keep at most window-1 tokens)"),
