@@ -592,7 +592,14 @@ def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: 
             how = "" if mde <= thr else f", beyond threshold + detectable effect {thr + mde:.1f}%"
             return MetricComparison(**common, verdict=FAIL,
                                     reason=f"worse by {bad:.1f}% > {thr:g}% (p={p_bad:.2g}, HL {bad_hl:.1f}%{how})")
-        need = rounds_needed(base, head, thr, config.alpha, config.power)
+        # the drift part of the MDE does not shrink with rounds: size the rounds for what is left
+        between = total_mde_pct(0.0, drift, runs, config.alpha, config.power) if drift is not None else 0.0
+        if between >= thr:
+            why = (f"detectable effect {mde:.1f}% > threshold {thr:g}%{drift_note}: run-to-run drift alone "
+                   f"({between:.1f}%) exceeds the threshold, so more rounds cannot settle it; compare runs "
+                   f"on the same GPU, or store more baseline runs")
+            return MetricComparison(**common, verdict=INCONCLUSIVE, reason=why)
+        need = rounds_needed(base, head, math.sqrt(thr ** 2 - between ** 2), config.alpha, config.power)
         if mde > thr:
             why = f"detectable effect {mde:.1f}% > threshold {thr:g}% (spread too wide{drift_note})"
         elif significant:
