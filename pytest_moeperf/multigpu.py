@@ -249,12 +249,8 @@ def _is_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def _is_controller(config) -> bool:
-    return not _is_worker(config) and config.pluginmanager.hasplugin("dsession")
-
-
 def _nvml_gpus() -> list[dict] | None:
-    from .energy import EnergyUnavailable, _nvml
+    from .energy import _nvml
 
     try:
         n = _nvml()
@@ -265,7 +261,7 @@ def _nvml_gpus() -> list[dict] | None:
             out.append({"index": i, "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
                         "name": name.decode() if isinstance(name, bytes) else name})
         return out
-    except (EnergyUnavailable, Exception):
+    except Exception:
         return None
 
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .cases import DECODING_PRESETS, Case
-from .presets import CPU_DEFAULT_MODELS, GPU_DEFAULT_MODELS, PRESETS, get_preset
+from .presets import CPU_DEFAULT_MODELS, GPU_DEFAULT_MODELS, get_preset
 
 GPU_KINDS = {  # --gpu value -> substring NVML's device name must contain
     "h100": "H100", "h200": "H200", "a100": "A100", "l40s": "L40S", "l4": "L4", "a10": "A10",
@@ -161,7 +161,3 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
                       energy_window_s=window_s, energy_windows=windows,
                       results_path=get("moeperf_results") or ".moeperf/results.jsonl", seed=seed,
                       routing=bool(get("moeperf_routing")), compile_cache=get("moeperf_compile_cache"))
-
-
-def preset_names() -> str:
-    return ", ".join(PRESETS)

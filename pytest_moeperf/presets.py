@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 
 class UnknownModelError(ValueError):
@@ -142,11 +141,3 @@ def count_model_params(model) -> ParamCounts:
     embedding = model.get_input_embeddings().weight.numel()
     return ParamCounts(total=total, active=total - inactive - embedding, input_embedding=embedding,
                        inactive_experts=inactive)
-
-
-def preset_summaries() -> list[tuple[str, str, str]]:
-    """(name, architecture, note) per preset, for error messages and --help."""
-    return [(p.name, p.architecture, p.note) for p in PRESETS.values()]
-
-
-Factory = Callable[[], object]

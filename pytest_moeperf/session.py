@@ -28,11 +28,11 @@ def _first_line(exc: BaseException) -> str:
 
 def check_gpu_kind(kind: str) -> str:
     """Stop unless the visible GPU is of the kind asked for; returns NVML's device name."""
-    from .energy import EnergyUnavailable, NvmlDevice
+    from .energy import NvmlDevice
 
     try:
         name = NvmlDevice().identity()["name"] or "unknown"
-    except (EnergyUnavailable, Exception) as exc:  # NVML missing: no GPU we can name
+    except Exception as exc:  # NVML missing: no GPU we can name
         raise ValueError(f"--gpu {kind}: no NVIDIA GPU found through NVML ({_first_line(exc)}); "
                          "run with --gpu cpu") from None
     if GPU_KINDS[kind].lower() not in name.lower():
@@ -71,13 +71,13 @@ class MoeperfSession:
             if self.options.device != "cuda":
                 self.energy_unavailable = "no GPU: device is the CPU (NVML energy applies to NVIDIA GPUs)"
             else:
-                from .energy import EnergyMeter, EnergyUnavailable, NvmlDevice
+                from .energy import EnergyMeter
 
                 try:
                     self._gpu = _nvml_device_of_cuda0()
                     self._meter = EnergyMeter(self._gpu)
                     self.idle_power_w = self._measure_idle_power()
-                except (EnergyUnavailable, Exception) as exc:
+                except Exception as exc:
                     self.energy_unavailable = _first_line(exc)
                     self._meter = None
         return self._gpu
