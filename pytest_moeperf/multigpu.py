@@ -665,6 +665,17 @@ def _tp_args(argv):
     return p.parse_args(argv)
 
 
+def uses_expert_parallel(config) -> bool:
+    """True for MoE configs whose only sharding plan is expert-parallel.
+
+    transformers 5.17's GptOss config has no ``base_model_tp_plan`` (tp_plan="auto" would shard only
+    lm_head and replicate 114 B expert weights on every GPU) but a ``base_model_ep_plan``: its
+    experts are split across the ranks (grouped_gemm), attention and router replicated. That plan
+    is taken only with ``DistributedConfig(enable_expert_parallel=True)``.
+    """
+    return bool(getattr(config, "base_model_ep_plan", None)) and not getattr(config, "base_model_tp_plan", None)
+
+
 def load_tp_model(name: str, dtype: str, checkpoint: str | None, tp_size: int, device: str, seed: int = 0):
     """A LoadedModel sharded with transformers' TP plan (from_pretrained + DistributedConfig(tp_plan="auto")).
 
@@ -681,7 +692,8 @@ def load_tp_model(name: str, dtype: str, checkpoint: str | None, tp_size: int, d
     from .tokenizer import get_tokenizer
 
     preset = get_preset(name)
-    dist_cfg = DistributedConfig(tp_plan="auto", tp_size=tp_size)
+    dist_cfg = DistributedConfig(tp_plan="auto", tp_size=tp_size,
+                                 enable_expert_parallel=uses_expert_parallel(preset.make_config()))
     torch.manual_seed(seed)
     before = torch.cuda.memory_allocated() if device == "cuda" else 0
     t0 = time.perf_counter()
@@ -736,6 +748,9 @@ def main(argv=None) -> int:
         except Exception as exc:
             energy_unavailable = f"{type(exc).__name__}: {exc}"
     loaded = load_tp_model(args.model, args.dtype, args.weights, world, device, args.seed)
+    # which of transformers' plans sharded the model: "expert" (MoE experts split across ranks,
+    # attention replicated) or "tensor" (the model's base_model_tp_plan)
+    plan = "expert" if uses_expert_parallel(loaded.model.config) else "tensor"
     benchmarks = []
     for ctx in [int(c) for c in args.contexts.split(",")]:
         case = Case(args.model, ctx, args.new_tokens, args.dtype)
@@ -756,6 +771,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
         window = meter.end_window(start) if meter is not None else None
         info = runner.extra_info(f"{nv_name or device} x{world} (TP)")
+        info["parallel_plan"] = plan
         mine = {"rank": rank, "local_rank": local_rank, "uuid": nv_uuid, "name": nv_name,
                 "weights_bytes": loaded.weights_bytes if device == "cuda" else None,
                 "peak_allocated_bytes": info.get("peak_allocated_bytes"),
