@@ -17,7 +17,9 @@ from .gate_render import render_markdown, render_text
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("base", metavar="BASE",
                         help="baseline: a pytest-benchmark JSON file or storage folder (newest run), e.g. baselines/h200")
-    parser.add_argument("head", metavar="HEAD", help="this run: a JSON file from --benchmark-json (or a folder)")
+    parser.add_argument("head", metavar="HEAD", nargs="+",
+                        help="this run: a JSON file from --benchmark-json (or a folder: its newest run); several "
+                             "runs of the same code are pooled and their spread measures the run-to-run drift")
     parser.add_argument("--threshold", action="append", default=[], metavar="METRIC=PCT",
                         help="practical threshold in percent for a metric or kind (repeatable), e.g. tpot_ms=7.5")
     parser.add_argument("--allow", action="append", default=[], metavar="SPEC",
@@ -38,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     pyproject = args.pyproject if args.pyproject else find_pyproject(".")
     config = load_gate_config(pyproject, args.threshold, args.allow, args.strict, args.ignore_gpu)
     base_docs = load_documents(args.base, all_runs=args.all_runs)
-    head_doc = load_documents(args.head)[-1]
-    result = compare_documents(base_docs, head_doc, config)
+    head_docs = [load_documents(path)[-1] for path in args.head]
+    result = compare_documents(base_docs, head_docs if len(head_docs) > 1 else head_docs[0], config)
     print(render_text(result, verbose=args.verbose))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

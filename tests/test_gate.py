@@ -61,15 +61,57 @@ def bimodal(rng: np.random.Generator, p_high: float, n: int) -> np.ndarray:
 
 # -- the acceptance cases from the brief --------------------------------------------------
 
+def tpot_doc(tpot: list[float]) -> dict:
+    return doc(bench(extra_info=extra({"tpot_ms": tpot, "decode_tokens_per_s": [64000 / t for t in tpot]})))
+
+
+def h200_like_runs(rng: np.random.Generator, center: float, runs: int, drift: float = 0.035,
+                   cv: float = 0.03, rounds: int = 10) -> list[dict]:
+    """Separate runs as the H200 gave them (static backend): each run's level drifts by CV 3.5%
+    (measured: 3.0% and 3.6% over three processes in each of two leases), rounds CV 3% around it."""
+    return [tpot_doc(list(rng.normal(level, cv * level, rounds)))
+            for level in rng.normal(center, drift * center, runs)]
+
+
+def tpot_verdicts(result: gate.GateResult) -> dict[str, str]:
+    return {m.metric: m.verdict for m in result.benchmarks[0].metrics}
+
+
 @pytest.mark.parametrize("seed", range(20))
-def test_real_10pct_decode_slowdown_fails(seed):
+def test_10pct_decode_slowdown_one_run_a_side(seed):
+    # one run a side: within-run spread alone would call it, but the run-to-run drift measured
+    # on the H200 (3.5%) cannot be seen in one run, so it is assumed and the verdict is
+    # INCONCLUSIVE with the number of runs that would settle it, never PASS
     tpot_b, tpot_h = normal(seed, 20.0, 0.03, 10), normal(1000 + seed, 22.0, 0.03, 10)
-    result = gate.compare_benchmark(
-        bench(extra_info=extra({"tpot_ms": tpot_b, "decode_tokens_per_s": [64000 / t for t in tpot_b]})),
-        bench(extra_info=extra({"tpot_ms": tpot_h, "decode_tokens_per_s": [64000 / t for t in tpot_h]})), CFG)
-    verdicts = {m.metric: m.verdict for m in result.metrics}
-    assert verdicts == {"tpot_ms": FAIL, "decode_tokens_per_s": FAIL}
-    assert result.verdict == FAIL
+    result = gate.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), CFG)
+    assert tpot_verdicts(result) == {"tpot_ms": INCONCLUSIVE, "decode_tokens_per_s": INCONCLUSIVE}
+    assert "runs a side" in result.benchmarks[0].metrics[0].reason
+    # a machine whose drift was measured to be negligible (run_drift_pct = 0) FAILs it
+    quiet = gate.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), GateConfig(
+        single_run_drift_pct={k: 0.0 for k in gate.DEFAULT_SINGLE_RUN_DRIFT_PCT}))
+    assert tpot_verdicts(quiet) == {"tpot_ms": FAIL, "decode_tokens_per_s": FAIL}
+
+
+def test_10pct_decode_slowdown_fails_with_eight_runs_a_side_at_h200_drift():
+    # the recipe in docs/gate.md: 8 runs a side FAIL a 10% slowdown ~80% of the time at the
+    # H200's drift (5 runs: ~45%), the rest INCONCLUSIVE or WARN, never PASS
+    rng = np.random.default_rng(11)
+    verdicts = []
+    for _ in range(40):
+        base, head = h200_like_runs(rng, 20.0, 8), h200_like_runs(rng, 22.0, 8)
+        verdicts.append(tpot_verdicts(gate.compare_documents(base, head, CFG))["tpot_ms"])
+    assert PASS not in verdicts
+    assert verdicts.count(FAIL) >= 0.65 * len(verdicts), verdicts
+
+
+def test_same_code_runs_at_h200_drift_never_fail():
+    # one run a side, and five: the same code with the H200's run-to-run drift
+    rng = np.random.default_rng(12)
+    for runs in (1, 1, 5, 8):
+        for _ in range(100):
+            base, head = h200_like_runs(rng, 20.0, runs), h200_like_runs(rng, 20.0, runs)
+            result = gate.compare_documents(base, head if runs > 1 else head[0], CFG)
+            assert result.verdict != FAIL, render_text(result)
 
 
 def test_same_code_never_fails_at_measured_h200_noise():
@@ -158,10 +200,33 @@ def test_same_bimodal_distribution_never_fails(seed, p_high, n_base, n_head, met
 # -- statistics details ----------------------------------------------------------------
 
 def test_mde_formula_uses_sample_sd_and_base_median():
-    base, head = np.array([9.0, 10.0, 11.0]), np.array([19.0, 20.0, 21.0, 22.0])
+    # rounds without lag-1 autocorrelation (the products of neighbouring deviations sum < 0)
+    base, head = np.array([10.0, 9.0, 11.0]), np.array([20.0, 22.0, 19.0, 21.0])
     z = 1.6448536269514722 + 0.8416212335729143
     expected = 100 * z * math.sqrt(np.var(base, ddof=1) / 3 + np.var(head, ddof=1) / 4) / 10.0
     assert gate.mde_pct(base, head, 0.05, 0.8) == pytest.approx(expected)
+
+
+def test_correlated_rounds_widen_the_detectable_effect():
+    # the same values in a slow drift (as static-backend TPOT on the H200, lag-1 r 0.3-0.8)
+    # carry fewer independent rounds than when shuffled
+    trend = np.linspace(9.0, 11.0, 20)
+    shuffled = np.random.default_rng(0).permutation(trend)
+    assert gate.lag1_autocorrelation(trend) > 0.8
+    assert gate.variance_inflation(trend) == pytest.approx(
+        (1 + gate.lag1_autocorrelation(trend)) / (1 - gate.lag1_autocorrelation(trend)))
+    assert gate.mde_pct(trend, trend, 0.05, 0.8) > 2 * gate.mde_pct(shuffled, shuffled, 0.05, 0.8)
+    assert gate.lag1_autocorrelation(np.array([1.0, 3.0, 1.0, 3.0, 1.0])) == 0.0  # clipped, no credit
+    assert gate.lag1_autocorrelation(np.array([5.0, 5.0, 5.0])) == 0.0
+
+
+def test_drift_pools_both_sides_and_single_run_prior_is_shrunk_toward_measured():
+    assert gate.drift_pct([10.0], [10.0]) is None
+    assert gate.drift_pct([9.0, 11.0], [20.0]) == pytest.approx(100 * math.sqrt(2) / (40 / 3))
+    # two runs agreeing by chance: the pooled drift stays near the 3.5% prior
+    runs = [tpot_doc(normal(s, 20.0, 0.01, 10)) for s in (1, 2)]
+    m = gate.compare_documents(runs, tpot_doc(normal(3, 20.0, 0.01, 10)), CFG).benchmarks[0].metrics[0]
+    assert m.baseline_runs == 2 and m.current_runs == 1 and 2.5 < m.drift_pct < 3.5
 
 
 def test_too_few_rounds_for_the_test_is_inconclusive():
@@ -194,6 +259,13 @@ def test_memory_tolerance(base, head, verdict):
     c = gate.compare_metric(schema.METRICS_BY_KEY["peak_allocated_bytes"], extra(peak_allocated_bytes=base),
                             extra(peak_allocated_bytes=head), CFG)
     assert (c.method, c.verdict) == ("tolerance", verdict)
+
+
+def test_host_rss_growth_is_reported_not_gated():
+    # an xdist worker held 340 MiB more host memory than a plain run of the same case (H200)
+    c = gate.compare_metric(schema.METRICS_BY_KEY["peak_rss_bytes"], extra(peak_rss_bytes=1.8 * GIB),
+                            extra(peak_rss_bytes=1.8 * GIB + 340 * MIB), CFG)
+    assert c.verdict == WARN and "not gated" in c.reason
 
 
 def test_memory_tolerance_config():
@@ -355,6 +427,17 @@ def test_load_gate_config_from_pyproject_and_overrides(tmp_path):
     assert cfg.allow == ("energy_j", "tpot_ms@*gpt-oss*")
 
 
+def test_run_drift_from_pyproject(tmp_path):
+    py = tmp_path / "pyproject.toml"
+    py.write_text("[tool.moeperf.gate]\nrun_drift_pct = 1.5\n")
+    cfg = gate.load_gate_config(str(py), [], [], False)
+    assert cfg.single_run_drift_pct["latency"] == 1.5 and cfg.single_run_drift_pct["energy"] == 1.0
+    py.write_text("[tool.moeperf.gate]\nrun_drift_pct = {energy = 0.5, latency = 0}\n")
+    cfg = gate.load_gate_config(str(py), [], [], False)
+    assert cfg.single_run_drift_pct["energy"] == 0.5 and cfg.single_run_drift_pct["latency"] == 0.0
+    assert cfg.single_run_drift_pct["throughput"] == 3.5
+
+
 @pytest.mark.parametrize(("body", "words"), [
     ("thresholds = {tpot = 5}", "unknown metric 'tpot'"),
     ("thresholds = {tpot_ms = -1}", "positive percent"),
@@ -367,6 +450,8 @@ def test_load_gate_config_from_pyproject_and_overrides(tmp_path):
     ("allow = \"tpot_ms\"", "list of strings"),
     ("treshold = 1", "unknown key(s) treshold"),
     ("strict = 1", "true or false"),
+    ("run_drift_pct = -1", "percentage from 0"),
+    ("run_drift_pct = {speed = 1}", "unknown kind 'speed'"),
     ("alpha = ", "not valid TOML"),
 ])
 def test_bad_pyproject_values(tmp_path, body, words):
@@ -428,9 +513,10 @@ def test_drift_of_stored_runs_widens_the_detectable_effect():
     multi = gate.compare_documents(runs, head, CFG).benchmarks[0]
     m_single = next(m for m in single.metrics if m.metric == "tpot_ms")
     m_multi = next(m for m in multi.metrics if m.metric == "tpot_ms")
-    assert m_single.verdict == FAIL and m_single.drift_pct is None
+    assert m_single.verdict == INCONCLUSIVE and m_single.drift_pct == 3.5  # the assumed one
     assert m_multi.baseline_runs == 3 and m_multi.drift_pct > 3
-    assert m_multi.mde_pct > m_single.mde_pct and m_multi.verdict == INCONCLUSIVE
+    # the measured drift (pooled with the prior) keeps the detectable effect above threshold
+    assert m_multi.mde_pct > 7 and m_multi.verdict in (WARN, INCONCLUSIVE)
 
 
 def test_drift_pct_needs_two_runs():
@@ -448,6 +534,14 @@ def test_change_clearly_beyond_threshold_plus_mde_fails_despite_wide_spread():
     assert c.verdict == FAIL and "beyond threshold + detectable effect" in c.reason
 
 
+def test_cross_machine_drift_is_at_least_the_rounds_spread():
+    # host-bound eager decode, CV ~12%: its median moved by up to 36% between two H200 machines
+    base, head = normal(1, 40.0, 0.12, 15), normal(2, 52.0, 0.12, 15)
+    c = gate.compare_metric(schema.METRICS_BY_KEY["tpot_ms"], extra({"tpot_ms": base}), extra({"tpot_ms": head}),
+                            CFG, cross_machine=True)
+    assert c.drift_pct > 6.0 and c.verdict == INCONCLUSIVE and "between machines" in c.reason
+
+
 def _doc_on(uuid: str, tpot: list[float]) -> dict:
     return {"machine_info": {"gpu": {"name": "NVIDIA H200", "uuid": uuid}},
             "benchmarks": [bench(extra_info=extra({"tpot_ms": tpot}))]}
@@ -458,15 +552,16 @@ def test_baseline_from_another_gpu_assumes_drift_between_machines():
     # another GPU (UUID differs) within the drift measured between H200 machines: INCONCLUSIVE
     base = normal(1, 40.0, 0.01, 12)
     head = normal(2, 43.6, 0.01, 12)
-    same = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-a", head), CFG).benchmarks[0]
-    other = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", head), CFG).benchmarks[0]
+    quiet = GateConfig(single_run_drift_pct={k: 0.0 for k in gate.DEFAULT_SINGLE_RUN_DRIFT_PCT})
+    same = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-a", head), quiet).benchmarks[0]
+    other = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", head), quiet).benchmarks[0]
     tp_same = next(m for m in same.metrics if m.metric == "tpot_ms")
     tp_other = next(m for m in other.metrics if m.metric == "tpot_ms")
     assert tp_same.verdict == FAIL and tp_same.drift_pct is None
     assert tp_other.verdict == INCONCLUSIVE and tp_other.drift_pct == 6.0
     assert "between machines" in tp_other.reason
     # a regression far beyond threshold + that detectable effect still FAILs across machines
-    far = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", normal(3, 60.0, 0.01, 12)), CFG)
+    far = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", normal(3, 60.0, 0.01, 12)), quiet)
     assert next(m for m in far.benchmarks[0].metrics if m.metric == "tpot_ms").verdict == FAIL
 
 
