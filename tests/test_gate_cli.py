@@ -361,6 +361,6 @@ def test_workflow_passes_actionlint():
 def test_workflow_runs_the_gate():
     text = WORKFLOW.read_text()
     for needle in ("runs-on: [self-hosted, gpu]", "--moeperf-gate auto", "--benchmark-json=moeperf.json",
-                   "actions/upload-artifact@v4", "python -m pytest_moeperf compare baselines/h200 moeperf.json",
+                   "actions/upload-artifact@v4", "python -m pytest_moeperf compare baselines/h200 --all-runs moeperf.json",
                    "GITHUB_STEP_SUMMARY", "workflow_dispatch", "--benchmark-save"):
         assert needle in text
