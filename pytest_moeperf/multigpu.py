@@ -576,7 +576,7 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 # =============================================================================================
-# tensor parallelism under torchrun (not yet run on a GPU)
+# tensor (dense) and expert (MoE) parallelism under torchrun (ran on 2 x H200: docs/multigpu.md)
 # =============================================================================================
 
 def combine_ranks(per_rank: list[dict]) -> dict:

@@ -282,3 +282,14 @@ def test_gate_inside_pytest_compares_the_merged_cases(xdist_run, tmp_path):
     doc = json.loads(verdict.read_text())
     assert [b["name"] for b in doc["benchmarks"]] == ["test_generate[tiny-dense-c64-n4]"], doc
     assert (tmp_path / "r.merged.json").exists()  # no --benchmark-json: the default merged path
+
+
+def test_moe_presets_shard_their_experts_and_dense_ones_use_their_tp_plan():
+    # GptOss has only an expert-parallel plan in transformers 5.17: tp_plan="auto" alone would
+    # replicate every expert on every GPU (gpt-oss-120b: 234 GB per H200, which does not fit)
+    from pytest_moeperf.presets import get_preset
+
+    assert mg.uses_expert_parallel(get_preset("gpt-oss-120b").make_config())
+    assert mg.uses_expert_parallel(get_preset("tiny-moe").make_config())
+    for dense in ("qwen3-32b", "yi-34b", "tiny-dense"):
+        assert not mg.uses_expert_parallel(get_preset(dense).make_config())
