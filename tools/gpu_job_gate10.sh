@@ -12,7 +12,7 @@ trap 'tar czf $OUT/bundle.tgz -C $O .' EXIT
 P="python3 -m pytest benchmarks/ --gpu h200 --moeperf-gate off -p no:cacheprovider -q --moeperf-compile-cache /root/cc"
 S="--moeperf-models gpt-oss-20b --moeperf-contexts 2048 --moeperf-backend static --moeperf-rounds 20 --moeperf-energy-windows 2"
 for i in $(seq ${FIRST:-1} ${LAST:-8}); do
-  timeout 150 $P $S --benchmark-json $O/base/run$i.json > $O/base/run$i.log 2>&1
+  timeout 240 $P $S --benchmark-json $O/base/run$i.json > $O/base/run$i.log 2>&1
   SLOWDOWN_SYNC=0 SLOWDOWN_MS=${SLOWDOWN_MS:-3} timeout 150 $P $S -p tools.slowdown_plugin \
     --benchmark-json $O/slow/run$i.json > $O/slow/run$i.log 2>&1
 done
