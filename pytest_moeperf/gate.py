@@ -95,13 +95,13 @@ DEFAULT_SINGLE_RUN_DRIFT_PCT: Mapping[str, float] = {
     "latency": 3.5, "throughput": 3.5, "energy": 1.0, "efficiency": 3.5, "memory": 0.0,
 }
 
-# Host RSS depends on how the process was set up (an xdist worker held 340 MiB more than a
-# plain run of the same case on the H200) and on the driver, not on the code under test alone.
 # Weight of that prior, in degrees of freedom, against the drift measured from k + m runs
 # (k + m - 2 degrees of freedom): two or three runs that happen to agree must not make the
 # gate trust a drift of 0.5%; ten runs of a quiet machine outweigh the prior.
 SINGLE_RUN_DRIFT_PRIOR_DOF = 4
 
+# Host RSS depends on how the process was set up (an xdist worker held 340 MiB more than a
+# plain run of the same case on the H200) and on the driver, not on the code under test alone.
 UNGATED_MEMORY_METRICS = frozenset({"peak_rss_bytes"})
 
 
