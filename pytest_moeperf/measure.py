@@ -182,12 +182,7 @@ class CaseRunner:
             torch.manual_seed(self.settings.seed + round_index)
         self.clock.stamps = []
         health0 = self._health()
-        self.sync()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = self.loaded.model.generate(input_ids=self.input_ids, attention_mask=self.attention_mask, **kwargs)
-        self.sync()
-        t1 = time.perf_counter()
+        t0, t1, out = self._timed_generate(kwargs)
         new = out.sequences.shape[1] - self.input_ids.shape[1]
         if new != self.case.new_tokens:
             raise TokenCountError(f"generate produced {new} new tokens, expected {self.case.new_tokens}")
@@ -299,19 +294,24 @@ class CaseRunner:
 
     def paper_ttft(self) -> list[float]:
         """The paper's TTFT: wall time of a 1-token generate, median of 5 (no per-token clock)."""
-        import torch
-
         times = []
         kwargs = dict(self.gen_kwargs, max_new_tokens=1, min_new_tokens=1)
         kwargs.pop("stopping_criteria")
         for _ in range(self.settings.paper_ttft_trials):
-            self.sync()
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                self.loaded.model.generate(input_ids=self.input_ids, attention_mask=self.attention_mask, **kwargs)
-            self.sync()
-            times.append((time.perf_counter() - t0) * 1000.0)
+            t0, t1, _ = self._timed_generate(kwargs)
+            times.append((t1 - t0) * 1000.0)
         return times
+
+    def _timed_generate(self, kwargs: dict) -> tuple[float, float, object]:
+        """One generate call between device syncs: (start, end, output), perf_counter seconds."""
+        import torch
+
+        self.sync()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.loaded.model.generate(input_ids=self.input_ids, attention_mask=self.attention_mask, **kwargs)
+        self.sync()
+        return t0, time.perf_counter(), out
 
     # --- results --------------------------------------------------------------------------
     def extra_info(self, device_name: str, backend_label: str | None = None) -> dict:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .cases import DECODING_PRESETS, Case
+from .context import ContextError, check_context_fits
 from .presets import CPU_DEFAULT_MODELS, GPU_DEFAULT_MODELS, get_preset
 
 GPU_KINDS = {  # --gpu value -> substring NVML's device name must contain
@@ -146,9 +147,10 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
         limit = get_preset(m).max_positions
         for c in contexts:
             for n in new_tokens:
-                if c + n > limit:
-                    raise ValueError(f"--moeperf-contexts: {c} + {n} new tokens exceeds {m}'s maximum of "
-                                     f"{limit} positions; use a context of at most {limit - n}")
+                try:
+                    check_context_fits(c, n, limit, m)
+                except ContextError as exc:
+                    raise ValueError(f"--moeperf-contexts: {exc}") from None
     window_s = _positive_float(get("moeperf_energy_window_s") or 5.0, "--moeperf-energy-window-s")
     if window_s < 1.0:
         raise ValueError("--moeperf-energy-window-s: windows under 1 s scatter 16-23% on NVML's 100 ms counter; use >= 1 (5 recommended)")

@@ -164,7 +164,7 @@ BAD_INPUT = [
     pytest.param(["--moeperf-contexts", "0"], ["--moeperf-contexts", "0 is below the minimum of 1"], id="contexts-0"),
     pytest.param(["--moeperf-rounds", "-1"], ["--moeperf-rounds", "-1"], id="rounds-negative"),
     pytest.param(["--moeperf-dtype", "fp8"], ["--moeperf-dtype", "'fp8'", "bf16"], id="dtype-fp8"),
-    pytest.param(["--moeperf-contexts", "5000"], ["5000", "maximum of 4096 positions", "tiny-"], id="context-too-long"),
+    pytest.param(["--moeperf-contexts", "5000"], ["5000", "max_position_embeddings of 4096", "tiny-"], id="context-too-long"),
     pytest.param(["--moeperf-models", "tiny-moe", "--moeperf-contexts", "5"],
                  ["--moeperf-contexts", "tiny-moe", "overhead"], id="context-below-template"),
     pytest.param(["--moeperf-energy-window-s", "0.5"], ["--moeperf-energy-window-s", ">= 1"], id="energy-window"),
