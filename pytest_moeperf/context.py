@@ -222,6 +222,18 @@ def _exact_ids(tokenizer, target_tokens: int, filler: str | None, seed: int,
         f"use another context or pass a different filler")
 
 
+def _check_encodable(name: str, text: str | None) -> None:
+    """Tokenizers take UTF-8; a lone surrogate (a str that is no Unicode text) would raise a
+    TypeError deep inside them."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ContextError(f"{name}: not valid Unicode text (lone surrogate {text[exc.start]!r} at "
+                           f"character {exc.start}); pass UTF-8 text") from None
+
+
 def build_exact_context(tokenizer, target_tokens: int, *, filler: str | None = None, seed: int = 0,
                         system: str | None = None, mode: str = "exact") -> ContextResult:
     """Build a chat-templated prompt of exactly ``target_tokens`` tokens.
@@ -243,6 +255,8 @@ def build_exact_context(tokenizer, target_tokens: int, *, filler: str | None = N
         raise ContextError(f"unknown context mode {mode!r}; use one of: {', '.join(MODES)}")
     if target_tokens < 1:
         raise ContextError(f"context {target_tokens} must be a positive number of tokens")
+    for name, text in (("filler", filler), ("system prompt", system)):
+        _check_encodable(name, text)
     overhead = template_overhead(tokenizer, system)
 
     if mode == "paper-truncate":

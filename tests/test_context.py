@@ -45,7 +45,8 @@ EXPECTED_MIN_CONTEXT = {"gpt-oss": 64, "qwen3": 9, "yi": 9, "tiny-moe": 64, "tin
 FILLERS = st.one_of(
     st.none(),
     # "<" excluded: text like "<|im_end|>" in user content is parsed as a special token.
-    st.text(st.characters(blacklist_characters="<"), min_size=1, max_size=24),
+    # surrogates (category Cs) excluded: a str holding one is no Unicode text (ContextError, tested below)
+    st.text(st.characters(blacklist_characters="<", blacklist_categories=("Cs",)), min_size=1, max_size=24),
     st.sampled_from(["🙂", "👩‍👩‍👧 ", " ", "\n", "\t \n", "日本語のテキスト", "é", "a"]),
 )
 
@@ -315,6 +316,14 @@ def bpe_tokenizer():
                                         pad_token="<|endoftext|>")
     tokenizer.chat_template = QWEN3_TEMPLATE
     return tokenizer
+
+
+def test_text_that_is_not_unicode_is_a_context_error(bpe_tokenizer):
+    # hypothesis found it: a lone surrogate made the tokenizer raise a TypeError
+    with pytest.raises(ContextError, match="not valid Unicode text.*pass UTF-8 text"):
+        build_exact_context(bpe_tokenizer, 200, filler="\ud800")
+    with pytest.raises(ContextError, match="system prompt"):
+        build_exact_context(bpe_tokenizer, 200, system="a\udfffb")
 
 
 def test_bpe_tokenization_is_not_additive(bpe_tokenizer):
