@@ -524,10 +524,15 @@ def _bad(metric: Metric, change_pct: float | None) -> float | None:
     return change_pct if metric.direction == "lower" else -change_pct
 
 
-def _z_sum(alpha: float, power: float) -> float:
+def _z(q: float) -> float:
+    """The standard normal quantile of q."""
     from scipy.stats import norm  # scipy.stats takes ~0.6 s to import: only when comparing
 
-    return float(norm.ppf(1 - alpha) + norm.ppf(power))
+    return float(norm.ppf(q))
+
+
+def _z_sum(alpha: float, power: float) -> float:
+    return _z(1 - alpha) + _z(power)
 
 
 def min_rounds_for_alpha(alpha: float) -> int:
@@ -702,10 +707,8 @@ def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: 
         # the U test over rounds cannot see run-to-run drift; so the change must also clear
         # the margin by z_(1-alpha) standard errors of the difference of run levels
         # (within-run and drift parts together: se = MDE / (z_(1-alpha) + z_power))
-        from scipy.stats import norm
-
-        z_alpha = float(norm.ppf(1 - config.alpha))
-        beyond_drift = bad - config.margin_fraction * thr > z_alpha * mde / _z_sum(config.alpha, config.power)
+        beyond_drift = (bad - config.margin_fraction * thr
+                        > _z(1 - config.alpha) * mde / _z_sum(config.alpha, config.power))
         if significant and p_margin < config.alpha and beyond_drift and (mde <= thr or clear):
             how = "" if mde <= thr else f", beyond threshold + detectable effect {thr + mde:.1f}%"
             return MetricComparison(**common, verdict=FAIL,

@@ -48,6 +48,11 @@ def _preset(name, family, architecture, config_class, note="", **kwargs) -> Pres
 # alternating 128-token sliding-window and full attention, YaRN rope to 131072).
 _GPT_OSS_ROPE = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
                  "original_max_position_embeddings": 4096, "truncate": False, "rope_theta": 150000.0}
+# what gpt-oss-20b and gpt-oss-120b share (their config.json files differ in layers and experts)
+_GPT_OSS_SHARED = dict(num_experts_per_tok=4, vocab_size=201088, hidden_size=2880, intermediate_size=2880,
+                       head_dim=64, num_attention_heads=64, num_key_value_heads=8, sliding_window=128,
+                       max_position_embeddings=131072, tie_word_embeddings=False,
+                       rope_parameters=_GPT_OSS_ROPE, swiglu_limit=7.0)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("tiny-moe", "gpt-oss", "moe", "GptOssConfig",
@@ -63,18 +68,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             tie_word_embeddings=False),
     _preset("gpt-oss-20b", "gpt-oss", "moe", "GptOssConfig",
             note="openai/gpt-oss-20b architecture",
-            num_hidden_layers=24, num_local_experts=32, num_experts_per_tok=4, vocab_size=201088,
-            hidden_size=2880, intermediate_size=2880, head_dim=64, num_attention_heads=64,
-            num_key_value_heads=8, sliding_window=128, max_position_embeddings=131072,
-            tie_word_embeddings=False, rope_parameters=_GPT_OSS_ROPE, swiglu_limit=7.0),
+            num_hidden_layers=24, num_local_experts=32, **_GPT_OSS_SHARED),
     # openai/gpt-oss-120b config.json: as 20b with 36 layers and 128 experts (top-4); > 1 GPU in bf16:
-    # the tensor-parallel path of multigpu.py (docs/multigpu.md)
+    # its experts are split over the GPUs by multigpu.py (docs/multigpu.md)
     _preset("gpt-oss-120b", "gpt-oss", "moe", "GptOssConfig",
-            note="openai/gpt-oss-120b architecture (tensor parallel: pytest_moeperf.multigpu)",
-            num_hidden_layers=36, num_local_experts=128, num_experts_per_tok=4, vocab_size=201088,
-            hidden_size=2880, intermediate_size=2880, head_dim=64, num_attention_heads=64,
-            num_key_value_heads=8, sliding_window=128, max_position_embeddings=131072,
-            tie_word_embeddings=False, rope_parameters=_GPT_OSS_ROPE, swiglu_limit=7.0),
+            note="openai/gpt-oss-120b architecture (expert parallel over GPUs: pytest_moeperf.multigpu)",
+            num_hidden_layers=36, num_local_experts=128, **_GPT_OSS_SHARED),
     _preset("qwen3-32b", "qwen3", "dense", "Qwen3Config",
             note="Qwen/Qwen3-32B architecture",
             num_hidden_layers=64, vocab_size=151936, hidden_size=5120, intermediate_size=25600,
