@@ -586,3 +586,17 @@ def test_agreeing_stored_runs_do_not_remove_the_drift_between_machines():
     head = _doc_on("GPU-b", normal(3, 10.9, 0.01, 10))
     tp = next(m for m in gate.compare_documents(runs, head, CFG).benchmarks[0].metrics if m.metric == "tpot_ms")
     assert tp.verdict == INCONCLUSIVE and tp.drift_pct == 6.0
+
+
+def test_pooled_runs_take_measured_scalars_as_the_median_and_memory_from_the_newest():
+    # ape_tpot has no samples: one run's value would be that run's drift, so several runs give
+    # their median; memory is deterministic and stays the newest run's (the code compared)
+    runs = [bench(extra_info=extra({"tpot_ms": [10.0, 10.1]}, ape_tpot=v, peak_allocated_bytes=p))
+            for v, p in ((30.0, 1 * GIB), (20.0, 2 * GIB), (29.0, 3 * GIB))]
+    pooled = gate.pool_runs(runs)["extra_info"]
+    assert pooled["ape_tpot"] == 29.0
+    assert pooled["peak_allocated_bytes"] == 3 * GIB
+    assert pooled["samples"]["tpot_ms"] == [10.0, 10.1] * 3
+    # a run without the figure is left out of the median, not counted as zero
+    runs[1]["extra_info"]["ape_tpot"] = None
+    assert gate.pool_runs(runs)["extra_info"]["ape_tpot"] == 29.5

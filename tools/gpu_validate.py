@@ -2,13 +2,19 @@
 
 Not part of the product: a minimal, separate measurement to hold the suite to account.
   1. truth: plain ``generate`` timed with synchronize + perf_counter (no stopping criterion,
-     no suite code in the timed path) -> median E2E and 1-token TTFT, to compare with the
-     suite's medians for the same case;
-  2. per-token timing cost: rounds with and without the suite's token clock, interleaved;
-  3. energy: NVML's total-energy counter against 10 ms instant-power sampling, same windows;
-  4. device-to-device copy bandwidth (the roofline's ceiling).
+     no returned dict, no suite code in the timed path) against the suite's own round
+     (``CaseRunner._generate``, token clock on) and the same round with the clock off. The
+     three are interleaved round by round, in a rotating order, so the drift and jumps of a
+     host-bound GPU fall on all three alike (run one after another, they did not: on the
+     H200 the eager medians then differed by 22%);
+  2. per-token timing cost: suite rounds with the clock against without, from (1);
+  3. eager only: 1-token TTFT of plain ``generate`` (a static cache of another length would
+     recompile);
+  4. energy: NVML's total-energy counter against 10 ms instant-power sampling, same windows;
+  5. device-to-device copy bandwidth (the roofline's ceiling).
 
-usage: python tools/gpu_validate.py --model gpt-oss-20b --context 2048 --new-tokens 64 --out validate.json
+usage: python tools/gpu_validate.py --model gpt-oss-20b --context 2048 --new-tokens 64 \
+           [--backend static] --out validate.json
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ def main():
     ap.add_argument("--model", default="gpt-oss-20b")
     ap.add_argument("--context", type=int, default=2048)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--backend", default="eager", choices=("eager", "static"))
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--energy-windows", type=int, default=3)
     ap.add_argument("--energy-window-s", type=float, default=6.0)
@@ -42,16 +49,18 @@ def main():
 
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    out: dict = {"model": args.model, "context": args.context, "new_tokens": args.new_tokens}
+    out: dict = {"model": args.model, "context": args.context, "new_tokens": args.new_tokens,
+                 "backend": args.backend, "rounds": args.rounds}
     loaded = load_model(args.model, device=args.device, dtype="bf16")
     out["weights_bytes"] = loaded.weights_bytes
-    case = Case(args.model, args.context, args.new_tokens)
-    runner = CaseRunner(loaded, case, MeasureSettings())  # used only for its exact context ids
+    case = Case(args.model, args.context, args.new_tokens, backend=args.backend)
+    runner = CaseRunner(loaded, case, MeasureSettings())
     ids, mask = runner.input_ids, runner.attention_mask
     model = loaded.model
     n = args.new_tokens
-    base = dict(eos_token_id=runner.gen_kwargs["eos_token_id"], pad_token_id=runner.gen_kwargs["pad_token_id"],
-                do_sample=False, temperature=None, top_p=None, top_k=None)
+    # the same generation settings as the suite's, minus its clock and its returned dict
+    base = {k: v for k, v in runner.gen_kwargs.items()
+            if k not in ("max_new_tokens", "min_new_tokens", "stopping_criteria", "return_dict_in_generate")}
 
     def plain(new):
         sync()
@@ -62,21 +71,41 @@ def main():
         assert o.shape[1] - ids.shape[1] == new
         return (time.perf_counter() - t0) * 1000.0
 
+    t0 = time.perf_counter()
     plain(n)
-    plain(n)  # warm
-    e2e = [plain(n) for _ in range(args.rounds)]
-    ttft1 = [plain(1) for _ in range(args.rounds)]
-    out["independent"] = {"e2e_ms_median": statistics.median(e2e), "e2e_ms": e2e,
-                          "ttft_1token_ms_median": statistics.median(ttft1), "ttft_1token_ms": ttft1}
+    out["first_call_s"] = time.perf_counter() - t0
+    plain(n)
+    runner._generate(-1)
+    runner._generate(-2, with_clock=False)  # warm every path
 
-    # per-token clock overhead: interleave suite rounds with and without the clock
-    with_clock, without = [], []
+    kinds = ("plain", "suite_clock", "suite_no_clock")
+    samples = {k: [] for k in kinds}
+    suite_ttft, suite_tpot = [], []
     for i in range(args.rounds):
-        with_clock.append(runner._generate(i, with_clock=True)[0].e2e_ms)
-        without.append(runner._generate(i, with_clock=False)[0].e2e_ms)
-    out["token_clock"] = {"with_ms_median": statistics.median(with_clock), "without_ms_median": statistics.median(without),
-                          "overhead_pct": 100.0 * (statistics.median(with_clock) / statistics.median(without) - 1),
-                          "with_ms": with_clock, "without_ms": without}
+        for j in range(3):
+            kind = kinds[(i + j) % 3]  # rotate the order: no kind always runs first
+            if kind == "plain":
+                samples[kind].append(plain(n))
+            else:
+                timing = runner._generate(i, with_clock=kind == "suite_clock")[0]
+                samples[kind].append(timing.e2e_ms)
+                if kind == "suite_clock":
+                    suite_ttft.append(timing.ttft_ms)
+                    suite_tpot.append(timing.tpot_ms)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    out["truth"] = {
+        "plain_e2e_ms_median": med["plain"], "suite_e2e_ms_median": med["suite_clock"],
+        "suite_minus_plain_pct": 100.0 * (med["suite_clock"] / med["plain"] - 1),
+        "suite_ttft_ms_median": statistics.median(suite_ttft), "suite_tpot_ms_median": statistics.median(suite_tpot),
+        "e2e_ms": samples,
+    }
+    out["token_clock"] = {"with_ms_median": med["suite_clock"], "without_ms_median": med["suite_no_clock"],
+                          "overhead_pct": 100.0 * (med["suite_clock"] / med["suite_no_clock"] - 1)}
+    if args.backend == "eager":
+        ttft1 = [plain(1) for _ in range(args.rounds)]
+        out["independent_ttft_1token_ms_median"] = statistics.median(ttft1)
+        out["independent_ttft_1token_ms"] = ttft1
+        out["suite_ttft_minus_independent_pct"] = 100.0 * (statistics.median(suite_ttft) / statistics.median(ttft1) - 1)
 
     if cuda:
         from pytest_moeperf.energy import EnergyMeter, NvmlDevice, PowerSampler

@@ -1,0 +1,56 @@
+"""The gate on the H200's own runs (baselines/h200-runs/2026-11-29b, issue 4's acceptance data).
+
+8 runs of the same code and 8 with a ~10% decode slowdown (1 ms of GPU work per decode step on
+~10 ms/token), gpt-oss-20b 2048/64, static backend. The rule must keep calling these as it did
+when docs/gate.md's table was written: a change to the rule that stops it is caught here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from pytest_moeperf import gate
+from pytest_moeperf.gate import FAIL, GateConfig
+
+RUNS = Path(__file__).resolve().parent.parent / "baselines" / "h200-runs" / "2026-11-29b"
+STATIC = Path(__file__).resolve().parent.parent / "baselines" / "h200-static"
+CFG = GateConfig()
+GATED = ("tpot_ms", "itl_ms_p50", "decode_tokens_per_s")
+
+
+def runs(side: str) -> list[dict]:
+    return [gate.load_documents(RUNS / side / f"run{i}.json")[0] for i in range(1, 9)]
+
+
+def verdicts(base_docs, head_docs) -> dict[str, str]:
+    result = gate.compare_documents(base_docs, head_docs, CFG)
+    return {m.metric: m.verdict for m in result.benchmarks[0].metrics}
+
+
+def test_ten_percent_decode_slowdown_fails_with_eight_runs_a_side():
+    v = verdicts(runs("base"), runs("slow"))
+    assert all(v[k] == FAIL for k in GATED), v
+    assert v["e2e_ms_p50"] != FAIL  # +6.4%: the slowdown is in the decode, under E2E's 7%
+
+
+def test_committed_static_baseline_folder_is_those_eight_runs():
+    stored = gate.load_documents(STATIC, all_runs=True)
+    assert len(stored) == 8
+    assert verdicts(stored, runs("slow"))["tpot_ms"] == FAIL
+
+
+@pytest.mark.parametrize("side", ["base", "slow"])
+def test_same_code_never_fails_one_run_a_side_nor_four(side):
+    docs = runs(side)
+    for a, b in itertools.permutations(range(8), 2):
+        v = verdicts([docs[a]], docs[b])
+        assert FAIL not in v.values(), (side, a + 1, b + 1, v)
+    for base, head in ((docs[0::2], docs[1::2]), (docs[1::2], docs[0::2])):
+        assert FAIL not in verdicts(base, head).values()
+
+
+def test_the_improvement_direction_never_fails():
+    assert FAIL not in verdicts(runs("slow"), runs("base")).values()
