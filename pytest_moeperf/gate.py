@@ -935,6 +935,15 @@ class GateResult:
             out[b.verdict] = out.get(b.verdict, 0) + 1
         return out
 
+    def underpowered(self) -> list[tuple[str, MetricComparison]]:
+        """(benchmark name, metric) for each PASS or WARN whose detectable effect exceeds its
+        threshold: that comparison could not have caught a regression of the threshold's size
+        (on the H200, one run a side passed a real +9% decode slowdown this way when the
+        baseline run was itself a slow one). Not a verdict of its own: it is reported beside."""
+        return [(b.name, m) for b in self.benchmarks for m in b.metrics
+                if m.verdict in (PASS, WARN) and m.mde_pct is not None and m.threshold_pct is not None
+                and m.mde_pct > m.threshold_pct]
+
     def exit_code(self, strict: bool | None = None) -> int:
         strict = self.config.strict if strict is None else strict
         bad = {FAIL, INCONCLUSIVE} if strict else {FAIL}
@@ -960,6 +969,8 @@ class GateResult:
                        "run_drift_pct": dict(c.single_run_drift_pct)},
             "benchmarks": [b.to_json() for b in self.benchmarks],
             "missing": list(self.missing),
+            "underpowered": [{"benchmark": name, "metric": m.metric, "mde_pct": m.mde_pct,
+                              "threshold_pct": m.threshold_pct} for name, m in self.underpowered()],
         }
 
 

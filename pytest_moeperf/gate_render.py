@@ -65,6 +65,19 @@ def _summary_line(result: GateResult) -> str:
     return f"moeperf gate: {result.verdict} ({', '.join(parts) or 'no benchmarks'})"
 
 
+def _underpowered_line(result: GateResult) -> str | None:
+    """One line naming the PASS/WARN metrics that could not have caught a threshold-sized change."""
+    low = result.underpowered()
+    if not low:
+        return None
+    worst_mde = max(m.mde_pct / m.threshold_pct for _, m in low)
+    names = sorted({m.metric for _, m in low})
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return (f"low power: {len(low)} PASS/WARN metric(s) could not have caught a change of their threshold "
+            f"(detectable effect up to {worst_mde:.1f}x the threshold): {shown}; compare more runs a side "
+            f"(compare BASE_DIR --all-runs RUN1 RUN2 ...) to gate them")
+
+
 def render_text(result: GateResult, verbose: bool = False) -> str:
     """An aligned table: every metric with verbose, else only those not PASS/SKIPPED."""
     rows = []
@@ -85,6 +98,9 @@ def render_text(result: GateResult, verbose: bool = False) -> str:
             out.append(f"throttled: {b.name}: clock throttling in {b.throttled_rounds} rounds")
     for name in result.missing:
         out.append(f"missing: {name} (in the baseline, not in this run)")
+    low = _underpowered_line(result)
+    if low:
+        out.append(low)
     return "\n".join(out)
 
 
@@ -124,4 +140,7 @@ def render_markdown(result: GateResult) -> str:
                                           _ICON[m.verdict], _md_escape(m.reason)]) + " |")
     if result.missing:
         out += ["", "Missing from this run: " + ", ".join(f"`{_md_escape(n)}`" for n in result.missing)]
+    low = _underpowered_line(result)
+    if low:
+        out += ["", _md_escape(low)]
     return "\n".join(out) + "\n"

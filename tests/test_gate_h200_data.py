@@ -54,3 +54,18 @@ def test_same_code_never_fails_one_run_a_side_nor_four(side):
 
 def test_the_improvement_direction_never_fails():
     assert FAIL not in verdicts(runs("slow"), runs("base")).values()
+
+
+def test_a_pass_that_could_not_have_caught_the_slowdown_says_low_power():
+    # base run3 was itself 10% slow: one run a side, the +9% slowdown PASSes, and says why it may
+    result = gate.compare_documents([runs("base")[2]], runs("slow")[0], CFG)
+    assert result.verdict == gate.PASS
+    low = {m.metric for _, m in result.underpowered()}
+    assert set(GATED) <= low
+    from pytest_moeperf.gate_render import render_markdown, render_text
+
+    assert "low power:" in render_text(result) and "low power:" in render_markdown(result)
+    assert result.to_json()["underpowered"][0]["mde_pct"] > result.to_json()["underpowered"][0]["threshold_pct"]
+    # eight runs a side can gate the decode metrics: none of them is reported as low power
+    pooled = gate.compare_documents(runs("base")[0::2] + runs("base")[1::2], runs("base"), CFG)
+    assert not set(GATED) & {m.metric for _, m in pooled.underpowered()}
