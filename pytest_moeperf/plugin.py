@@ -98,7 +98,7 @@ def pytest_configure(config):
         config.option.benchmark_storage = f"file://{os.path.join(str(config.rootpath), 'baselines', gpu)}"
     cache = get("moeperf_compile_cache")
     if cache:  # must be set before inductor first reads it
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(cache)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(os.path.expanduser(cache))
     state = MoeperfState(config)
     setattr(config, SESSION_KEY, state)
     config.pluginmanager.register(state, "moeperf-state")
