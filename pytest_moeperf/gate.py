@@ -1062,8 +1062,8 @@ def pool_runs(benches: Sequence[Mapping[str, Any]]) -> dict:
                 pooled.setdefault(key, []).extend(values)
     extra["samples"] = pooled
     for metric in schema.METRICS:
-        if metric.kind == "memory" or metric.key in pooled:
-            continue
+        if metric.kind == "memory" or (metric.samples and metric.samples in pooled):
+            continue  # memory: the newest run's; sampled metrics are compared over the pooled rounds
         values = [(b.get("extra_info") or {}).get(metric.key) for b in benches]
         values = _finite_list([v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)])
         if values:
