@@ -164,6 +164,58 @@ def test_token_clock_costs_microseconds():
     assert per_call_us < 100.0  # 1% of a 10 ms token
 
 
+class _FakeEvent:
+    """A CUDA event stand-in: 'fires' at record time on a fake GPU clock (ms)."""
+
+    gpu_ms = 0.0
+
+    def record(self):
+        self.at_ms = _FakeEvent.gpu_ms
+
+    def elapsed_time(self, end):
+        return end.at_ms - self.at_ms
+
+
+def test_event_clock_stamps_are_round_start_plus_gpu_time():
+    import torch
+
+    from pytest_moeperf.measure import make_token_clock
+
+    clock = make_token_clock(None, "event", event_factory=_FakeEvent)
+    ids = torch.zeros((2, 8), dtype=torch.long)
+    _FakeEvent.gpu_ms = 1000.0
+    clock.begin(50.0)  # host perf_counter seconds at the round's start
+    for gpu_ms in (1200.0, 1210.0, 1225.0):  # each token done on the GPU 200, 210, 225 ms in
+        _FakeEvent.gpu_ms = gpu_ms
+        assert not clock(ids, None).any()  # never stops generation
+    assert clock.stamps == []  # nothing is read before the round's closing sync
+    clock.finish()
+    assert clock.stamps == pytest.approx([50.2, 50.21, 50.225])
+    clock.begin(60.0)  # a new round forgets the last one's events
+    clock.finish()
+    assert clock.stamps == []
+
+
+@pytest.mark.parametrize(("setting", "device", "kind"), [
+    ("auto", "cuda", "event"), ("auto", "cuda:1", "event"), ("auto", "cpu", "sync"),
+    ("sync", "cuda", "sync"), ("event", "cuda", "event"),
+])
+def test_token_clock_kind(setting, device, kind):
+    from pytest_moeperf.measure import token_clock_kind
+
+    assert token_clock_kind(setting, device) == kind
+
+
+@pytest.mark.parametrize(("setting", "device", "words"), [
+    ("event", "cpu", "needs a CUDA device"), ("events", "cuda", "use one of auto, event, sync"),
+])
+def test_token_clock_kind_errors(setting, device, words):
+    from pytest_moeperf.measure import token_clock_kind
+
+    with pytest.raises(ValueError, match=words):
+        token_clock_kind(setting, device)
+
+
 # -- option parsing --------------------------------------------------------------------------------
 
 def _get(**opts):

@@ -7,7 +7,9 @@ Not part of the product: a minimal, separate measurement to hold the suite to ac
      three are interleaved round by round, in a rotating order, so the drift and jumps of a
      host-bound GPU fall on all three alike (run one after another, they did not: on the
      H200 the eager medians then differed by 22%);
-  2. per-token timing cost: suite rounds with the clock against without, from (1);
+  2. per-token timing cost: suite rounds with the clock against without, from (1), for the
+     default clock (CUDA events on a GPU) and, on a GPU, the per-token device sync too, with
+     the TTFT and TPOT each clock reports;
   3. eager only: 1-token TTFT of plain ``generate`` (a static cache of another length would
      recompile);
   4. energy: NVML's total-energy counter against 10 ms instant-power sampling, same windows;
@@ -75,32 +77,55 @@ def main():
     plain(n)
     out["first_call_s"] = time.perf_counter() - t0
     plain(n)
-    runner._generate(-1)
+    # the suite's round with each token clock: its default (CUDA events on a GPU) and the
+    # per-token device sync, and with no clock at all
+    runners = {"suite_clock": runner}
+    if cuda:
+        runners["suite_sync_clock"] = CaseRunner(loaded, case, MeasureSettings(token_clock="sync"))
+    out["token_clock_kind"] = runner.clock.kind
+    for r in runners.values():
+        r._generate(-1)
     runner._generate(-2, with_clock=False)  # warm every path
 
-    kinds = ("plain", "suite_clock", "suite_no_clock")
+    kinds = ("plain", *runners, "suite_no_clock")
     samples = {k: [] for k in kinds}
-    suite_ttft, suite_tpot = [], []
+    ttft = {k: [] for k in runners}
+    tpot = {k: [] for k in runners}
     for i in range(args.rounds):
-        for j in range(3):
-            kind = kinds[(i + j) % 3]  # rotate the order: no kind always runs first
+        for j in range(len(kinds)):
+            kind = kinds[(i + j) % len(kinds)]  # rotate the order: no kind always runs first
             if kind == "plain":
                 samples[kind].append(plain(n))
+            elif kind == "suite_no_clock":
+                samples[kind].append(runner._generate(i, with_clock=False)[0].e2e_ms)
             else:
-                timing = runner._generate(i, with_clock=kind == "suite_clock")[0]
+                timing = runners[kind]._generate(i)[0]
                 samples[kind].append(timing.e2e_ms)
-                if kind == "suite_clock":
-                    suite_ttft.append(timing.ttft_ms)
-                    suite_tpot.append(timing.tpot_ms)
+                ttft[kind].append(timing.ttft_ms)
+                tpot[kind].append(timing.tpot_ms)
+        print(f"round {i}: " + ", ".join(f"{k} {samples[k][-1]:.1f} ms" for k in kinds), flush=True)
     med = {k: statistics.median(v) for k, v in samples.items()}
+    suite_ttft, suite_tpot = ttft["suite_clock"], tpot["suite_clock"]
     out["truth"] = {
         "plain_e2e_ms_median": med["plain"], "suite_e2e_ms_median": med["suite_clock"],
         "suite_minus_plain_pct": 100.0 * (med["suite_clock"] / med["plain"] - 1),
         "suite_ttft_ms_median": statistics.median(suite_ttft), "suite_tpot_ms_median": statistics.median(suite_tpot),
         "e2e_ms": samples,
     }
-    out["token_clock"] = {"with_ms_median": med["suite_clock"], "without_ms_median": med["suite_no_clock"],
+    out["token_clock"] = {"kind": runner.clock.kind, "with_ms_median": med["suite_clock"],
+                          "without_ms_median": med["suite_no_clock"],
                           "overhead_pct": 100.0 * (med["suite_clock"] / med["suite_no_clock"] - 1)}
+    if "suite_sync_clock" in runners:
+        out["sync_clock"] = {
+            "with_ms_median": med["suite_sync_clock"],
+            "overhead_pct": 100.0 * (med["suite_sync_clock"] / med["suite_no_clock"] - 1),
+            "ttft_ms_median": statistics.median(ttft["suite_sync_clock"]),
+            "tpot_ms_median": statistics.median(tpot["suite_sync_clock"]),
+            "event_minus_sync_ttft_pct": 100.0 * (statistics.median(suite_ttft)
+                                                  / statistics.median(ttft["suite_sync_clock"]) - 1),
+            "event_minus_sync_tpot_pct": 100.0 * (statistics.median(suite_tpot)
+                                                  / statistics.median(tpot["suite_sync_clock"]) - 1),
+        }
     if args.backend == "eager":
         ttft1 = [plain(1) for _ in range(args.rounds)]
         out["independent_ttft_1token_ms_median"] = statistics.median(ttft1)
