@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .cases import DECODING_PRESETS, Case
 from .context import ContextError, check_context_fits
+from .measure import token_clock_kind
 from .presets import CPU_DEFAULT_MODELS, GPU_DEFAULT_MODELS, get_preset
 
 GPU_KINDS = {  # --gpu value -> substring NVML's device name must contain
@@ -88,6 +89,7 @@ class RunOptions:
     seed: int
     routing: bool = False
     compile_cache: str | None = None
+    token_clock: str = "auto"
 
     def checkpoint_for(self, model: str) -> str | None:
         return dict(self.weights).get(model)
@@ -156,10 +158,16 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
         raise ValueError("--moeperf-energy-window-s: windows under 1 s scatter 16-23% on NVML's 100 ms counter; use >= 1 (5 recommended)")
     windows = _ints(str(get("moeperf_energy_windows") or 5), "--moeperf-energy-windows")[0]
     seed = _ints(str(get("moeperf_seed") or 0), "--moeperf-seed", minimum=0)[0]
+    token_clock = get("moeperf_token_clock") or "auto"
+    try:
+        token_clock_kind(token_clock, device)
+    except ValueError as exc:
+        raise ValueError(f"--moeperf-token-clock: {exc}") from None
     return RunOptions(gpu=gpu, device=device, models=tuple(models), contexts=tuple(contexts),
                       new_tokens=tuple(new_tokens), rounds=rounds, warmup_rounds=warmup, dtypes=tuple(dtypes),
                       backends=tuple(backends), batch_sizes=tuple(batches), decodings=tuple(decodings),
                       experts=experts, context_modes=tuple(modes), weights=tuple(weights),
                       energy_window_s=window_s, energy_windows=windows,
                       results_path=get("moeperf_results") or ".moeperf/results.jsonl", seed=seed,
-                      routing=bool(get("moeperf_routing")), compile_cache=get("moeperf_compile_cache"))
+                      routing=bool(get("moeperf_routing")), compile_cache=get("moeperf_compile_cache"),
+                      token_clock=token_clock)

@@ -59,6 +59,9 @@ def pytest_addoption(parser):
         help="skip the cases already finished in the results log (after a crash or a job time-out); "
              "python -m pytest_moeperf results LOG --json run.json then gives the whole run")
     add("--moeperf-seed", metavar="N", default=None, help="seed for random weights and sampling (default 0)")
+    add("--moeperf-token-clock", metavar="KIND", default=None,
+        help="per-token stamps: auto (CUDA events on a GPU, a device sync elsewhere), event or sync "
+             "(a sync per token: the clock of runs stored before it changed; default auto)")
     # the regression gate (pytest_moeperf.gate_pytest)
     add("--moeperf-gate", metavar="PATH|auto|off", default="auto",
         help="baseline to gate against: a JSON file or folder, auto (the --benchmark-compare run or the newest "

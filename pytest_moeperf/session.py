@@ -131,7 +131,7 @@ class MoeperfSession:
     def settings(self) -> MeasureSettings:
         o = self.options
         return MeasureSettings(rounds=o.rounds, warmup_rounds=o.warmup_rounds, energy_window_s=o.energy_window_s,
-                               energy_windows=o.energy_windows, seed=o.seed)
+                               energy_windows=o.energy_windows, seed=o.seed, token_clock=o.token_clock)
 
     def measure_case(self, case: Case, run_rounds) -> dict:
         """Measure ``case``; ``run_rounds(target, rounds, warmup_rounds)`` drives the rounds.

@@ -79,6 +79,7 @@ def test_default_run_writes_every_required_key(default_run):
         assert extra["rounds"] == 3 and bench["stats"]["rounds"] == 3
         assert extra["architecture"] == ("moe" if name == "tiny-moe" else "dense")
         assert extra["dtype"] == "bf16" and extra["backend"] == "eager" and extra["batch_size"] == 1
+        assert extra["token_clock"] == "sync"  # auto on the CPU: a (no-op) sync and the host clock
         for k in ("ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms_p50", "kv_cache_bytes", "peak_rss_bytes"):
             assert isinstance(extra[k], (int, float)) and extra[k] > 0, (name, k, extra[k])
         assert len(extra["samples"]["ttft_ms"]) == 3
@@ -168,6 +169,10 @@ BAD_INPUT = [
     pytest.param(["--moeperf-models", "tiny-moe", "--moeperf-contexts", "5"],
                  ["--moeperf-contexts", "tiny-moe", "overhead"], id="context-below-template"),
     pytest.param(["--moeperf-energy-window-s", "0.5"], ["--moeperf-energy-window-s", ">= 1"], id="energy-window"),
+    pytest.param(["--moeperf-token-clock", "event"], ["--moeperf-token-clock", "needs a CUDA device", "auto or sync"],
+                 id="token-clock-event-on-cpu"),
+    pytest.param(["--moeperf-token-clock", "tsc"], ["--moeperf-token-clock", "'tsc'", "auto, event, sync"],
+                 id="token-clock-unknown"),
     pytest.param(["--gpu", "h100"], ["--gpu h100", "no NVIDIA GPU", "--gpu cpu"], id="gpu-absent"),
     pytest.param(["--gpu", "nonsense"], ["--gpu", "'nonsense'", "h200"], id="gpu-unknown"),
     pytest.param(["--moeperf-weights", "badspec"], ["--moeperf-weights", "'badspec'", "MODEL=PATH"], id="weights-spec"),
