@@ -231,7 +231,6 @@ class CaseRunner:
             kwargs.pop("stopping_criteria")
         if kwargs.get("do_sample"):
             torch.manual_seed(self.settings.seed + round_index)
-        self.clock.stamps = []
         health0 = self._health()
         t0, t1, out = self._timed_generate(kwargs, self.clock if with_clock else None)
         new = out.sequences.shape[1] - self.input_ids.shape[1]
