@@ -202,3 +202,19 @@ def test_stub_answers_at_once_on_the_real_clock():
     run = asyncio.run(run_load(StubBackend(), reqs, LoadPoint("concurrency", 16)))
     assert len(run.records) == 200 and all(r.ok and r.output_tokens == 4 for r in run.records)
     assert all(math.isfinite(r.end_s) for r in run.records)
+
+
+# --- prefill vs decode energy (single-request benchmark) ----------------------------------------------
+
+def test_energy_split_recovers_known_prefill_and_decode():
+    from pytest_moeperf.energy_split import split_from_windows
+
+    prefill, per_token, n, batch = 30.0, 2.0, 65, 2
+    one = [batch * (prefill + per_token) + d for d in (-0.5, 0.0, 0.5)]  # a 1-token round: prefill + token 1
+    full = [batch * (prefill + n * per_token) + d for d in (-1.0, 0.0, 1.0)]
+    s = split_from_windows(one, full, n, batch)
+    assert s["prefill_j_per_request"] == pytest.approx(prefill + per_token)  # the first token rides with prefill
+    assert s["decode_j_per_token"] == pytest.approx(per_token)
+    lo, hi = s["decode_j_per_token_ci95"]
+    assert lo < per_token < hi and s["decode_j_per_token_cv"] > 0 and s["prefill_windows"] == 3
+    assert "unavailable" in split_from_windows([], full, n, batch)
