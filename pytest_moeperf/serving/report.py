@@ -113,6 +113,8 @@ def markdown(benches: list[dict]) -> str:
             "| MoE | dense | metric | advantage | ratio by users |", "|---|---|---|---|---|"]
     rows = advantage_table(groups)
     out += ["| " + " | ".join(r) + " |" for r in rows] or ["| — | — | — | no MoE and dense pair in this run | — |"]
+    out += ["", "![Pareto](serving_pareto.png)", "", "![Latency vs load](serving_latency_vs_load.png)", "",
+            "![Goodput vs rate](serving_goodput_vs_rate.png)", "", "![J per token vs load](serving_j_per_token_vs_load.png)"]
     return "\n".join(out) + "\n"
 
 
