@@ -180,9 +180,10 @@ def load_runs(storage: str | Path, since: datetime | None = None) -> tuple[list[
     if set(by) == {"commit time"}:
         notes.insert(0, "ordered by commit time (commit_info.time)")
     elif runs:
-        parts = ", ".join(f"{n} by {k}" for k, n in by.items())
-        notes.insert(0, f"{by['run datetime'] + by['file name']} of {len(runs)} runs have no commit time: "
-                        f"ordered by run datetime where there is no commit info ({parts})")
+        missing = by["run datetime"] + by["file name"]
+        notes.insert(0, f"{missing} of {len(runs)} runs have no commit info (commit_info.time): ordered by their "
+                        f"run datetime" + (f", {by['file name']} without one by file name" if by["file name"] else "")
+                        + (f"; the other {by['commit time']} by commit time" if by["commit time"] else ""))
     return runs, notes
 
 

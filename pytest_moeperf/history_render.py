@@ -46,17 +46,20 @@ _SERIES_HEADERS = ("GPU", "benchmark", "metric", "runs", "status", "segments (ru
 
 
 def series_rows(history: History) -> list[tuple[str, ...]]:
-    rows = []
+    """One row per analysed series; a benchmark's too-short series share one row."""
+    rows, short = [], {}
     for s in history.series:
-        if s.status == ANALYSED:
-            segs = s.segments()
-            a, b = segs[-1]
-            mean = format_value(sum(s.values[a:b]) / (b - a), s.unit)
-            rows.append((s.gpu, short_name(s.benchmark), f"{s.metric} [{s.unit}]", str(len(s.values)),
-                         f"{len(s.change_points)} change points", " | ".join(str(y - x) for x, y in segs), mean))
-        else:
-            rows.append((s.gpu, short_name(s.benchmark), f"{s.metric} [{s.unit}]", str(len(s.values)), s.status,
-                         "-", "-"))
+        if s.status != ANALYSED:
+            short.setdefault((s.gpu, s.benchmark, s.status, len(s.values)), []).append(s.metric)
+            continue
+        segs = s.segments()
+        a, b = segs[-1]
+        mean = format_value(sum(s.values[a:b]) / (b - a), s.unit)
+        rows.append((s.gpu, short_name(s.benchmark), f"{s.metric} [{s.unit}]", str(len(s.values)),
+                     f"{len(s.change_points)} change points", " | ".join(str(y - x) for x, y in segs), mean))
+    for (gpu, bench, status, n), metrics in short.items():
+        rows.append((gpu, short_name(bench), metrics[0] if len(metrics) == 1 else f"{len(metrics)} metrics",
+                     str(n), status, "-", "-"))
     return rows
 
 

@@ -145,7 +145,7 @@ def test_cli_bad_input(cli, tmp_path):
     code, _, err = cli("history", "one", "--since", "yesterday")
     assert code == 2 and "ISO date" in err
     code, out, _ = cli("history", "one")
-    assert code == 0 and h.INSUFFICIENT in out and "ordered by run datetime" in out
+    assert code == 0 and h.INSUFFICIENT in out and "ordered by their run datetime" in out
 
 
 def test_mixed_gpus_sets_corrupt_files_and_no_commit_info(cli, tmp_path):
@@ -160,7 +160,7 @@ def test_mixed_gpus_sets_corrupt_files_and_no_commit_info(cli, tmp_path):
     assert code == 0
     assert out.count("note: skipped") == 2 and "0008_broken.json: not JSON" in out
     assert "kept apart: NVIDIA H200 (7 runs), NVIDIA H100 80GB HBM3 (1 runs)" in out
-    assert "benchmark sets mixed in" in out and "ordered by run datetime" in out
+    assert "benchmark sets mixed in" in out and "ordered by their run datetime" in out
     series = {(s["gpu"], s["benchmark"]): len(s["runs"]) for s in json.loads((tmp_path / "h.json").read_text())["series"]}
     assert series == {("NVIDIA H200", NAME): 7, ("NVIDIA H100 80GB HBM3", NAME): 1, ("NVIDIA H200", "t.py::other"): 1}
 
