@@ -58,6 +58,11 @@ class Run:
     commit: str | None
     gpu: str
     doc: Mapping[str, Any] = field(repr=False, compare=False)
+    label: str = ""         # the file relative to the storage folder
+
+    @property
+    def name(self) -> str:
+        return self.label or Path(self.source).name
 
 
 @dataclass(frozen=True)
@@ -136,14 +141,19 @@ def parse_since(text: str) -> datetime:
     return t
 
 
-def _run_of(doc: Mapping[str, Any]) -> Run:
+def _run_of(doc: Mapping[str, Any], root: Path | None = None) -> Run:
     info = doc.get("commit_info") if isinstance(doc.get("commit_info"), Mapping) else {}
     commit_time = _parse_time(info.get("time"))
     run_time = _parse_time(doc.get("datetime"))
     when, by = (commit_time, "commit time") if commit_time else \
         (run_time, "run datetime") if run_time else (None, "file name")
     commit = str(info["id"]) if info.get("id") else None
-    return Run(str(doc.get(SOURCE_KEY, "?")), when, by, commit, gpu_name(doc) or "unknown GPU", doc)
+    source = str(doc.get(SOURCE_KEY, "?"))
+    try:
+        label = str(Path(source).relative_to(root)) if root is not None and root.is_dir() else ""
+    except ValueError:
+        label = ""
+    return Run(source, when, by, commit, gpu_name(doc) or "unknown GPU", doc, label)
 
 
 def _order_key(run: Run) -> tuple:
@@ -165,7 +175,7 @@ def load_runs(storage: str | Path, since: datetime | None = None) -> tuple[list[
     runs, notes = [], []
     for f in files:
         try:
-            runs.extend(_run_of(d) for d in load_documents(f))
+            runs.extend(_run_of(d, p) for d in load_documents(f))
         except BaselineError as exc:
             notes.append(f"skipped {exc}")
     if not runs:
@@ -245,7 +255,7 @@ def _change_point(metric: schema.Metric, runs: Sequence[Run], found: tuple[int, 
     pct = 100.0 * delta / before if before else float("nan")
     worse = delta > 0 if metric.direction == "lower" else delta < 0
     run = runs[index]
-    return ChangePoint(index, run.source, run.commit, run.when.isoformat() if run.when else None, before, after,
+    return ChangePoint(index, run.name, run.commit, run.when.isoformat() if run.when else None, before, after,
                        delta, pct, "regression" if worse else "improvement", p)
 
 

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             raise h.HistoryError("the trend plots need matplotlib: pip install 'pytest-moeperf[history]' "
                                  "(or leave out -o)") from None
         (out / "history.md").write_text(render_markdown(history, plots=[str(p) for p in plots]), encoding="utf-8")
-        print(f"wrote {out / 'history.md'} and {len(plots)} plots")
+        print(f"wrote {out / 'history.md'} and {len(plots)} plots" + ("" if plots else
+              f" (no series has {args.min_runs} runs or more to draw)"))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(history.to_json(), indent=2) + "\n", encoding="utf-8")

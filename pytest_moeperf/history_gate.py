@@ -71,7 +71,7 @@ def last_stable(base_docs: Sequence[Mapping[str, Any]], max_pvalue: float = h.DE
         start_run = s.runs[cp.index]
         segment = [r for r in longest.runs if h._order_key(r) >= h._order_key(start_run)]
         keep[bench] = {r.source for r in segment}
-        label = start_run.commit[:10] if start_run.commit else start_run.source
+        label = f"{start_run.commit[:10]} ({start_run.source})" if start_run.commit else start_run.source
         why = f"{s.metric} {cp.change_pct:+.1f}% {cp.direction}, p={cp.p_value:.2g}"
         notes.append(f"{short_name(bench)}: runs {n - len(segment) + 1}-{n} of {n}, since the change point at {label} ({why})")
         if len(segment) < 2:

@@ -21,7 +21,7 @@ def short_name(benchmark: str) -> str:
 
 
 def _run_label(source: str, commit: str | None) -> str:
-    return commit[:10] if commit else Path(source).name
+    return f"{commit[:10]} ({source})" if commit else source
 
 
 def _p(p: float) -> str:
@@ -117,36 +117,40 @@ def write_plots(history: History, outdir: Path) -> list[Path]:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (MaxNLocator)
 
     groups: dict[tuple[str, str], list[Series]] = defaultdict(list)
     for s in history.series:
-        groups[(s.gpu, s.metric)].append(s)
+        if s.status == ANALYSED:  # too-short series are listed in the tables, not drawn
+            groups[(s.gpu, s.metric)].append(s)
     written = []
     outdir.mkdir(parents=True, exist_ok=True)
     for (gpu, metric), series in groups.items():
-        fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.2 * len(series) + 0.6), squeeze=False)
+        height = 2.2 * len(series) + 0.7
+        fig, axes = plt.subplots(len(series), 1, figsize=(9, height), squeeze=False)
         for ax, s in zip(axes[:, 0], series):
             x = list(range(1, len(s.values) + 1))
             ax.plot(x, s.values, "o", color="tab:blue", ms=4, label="run value")
-            if s.status == ANALYSED:
-                for a, b in s.segments():
-                    mean = sum(s.values[a:b]) / (b - a)
-                    ax.hlines(mean, a + 0.6, b + 0.4, colors="tab:green", lw=2)
-                for c in s.change_points:
-                    color = "tab:red" if c.direction == "regression" else "tab:purple"
-                    ax.axvline(c.index + 0.5, color=color, ls="--", lw=1.2)
-                    ax.annotate(f"{c.change_pct:+.1f}% p={_p(c.p_value)}", (c.index + 0.6, 1.0),
-                                xycoords=("data", "axes fraction"), va="top", fontsize=8, color=color)
-            else:
-                ax.text(0.5, 0.5, s.status, transform=ax.transAxes, ha="center", color="gray")
+            for a, b in s.segments():
+                mean = sum(s.values[a:b]) / (b - a)
+                ax.hlines(mean, a + 0.6, b + 0.4, colors="tab:green", lw=2)
+            for c in s.change_points:
+                color = "tab:red" if c.direction == "regression" else "tab:purple"
+                ax.axvline(c.index + 0.5, color=color, ls="--", lw=1.2)
+                right = c.index > 0.6 * len(s.values)  # late changes: the label left of the line
+                ax.annotate(f"{c.change_pct:+.1f}% p={_p(c.p_value)}", (c.index + (0.4 if right else 0.6), 0.97),
+                            xycoords=("data", "axes fraction"), va="top", ha="right" if right else "left",
+                            fontsize=8, color=color)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_title(short_name(s.benchmark), fontsize=9, loc="left")
             ax.set_ylabel(s.unit, fontsize=8)
             ax.set_xlim(0.5, max(len(s.values), 1) + 0.5)
             ax.grid(alpha=0.3)
         axes[-1, 0].set_xlabel(f"run ({series[0].runs[0].ordered_by if series[0].runs else 'order'} order)")
         fig.suptitle(f"{metric} on {gpu}: segments (green: mean), change points (dashed: red regression, "
-                     f"purple improvement)", fontsize=9)
+                     f"purple improvement)", fontsize=9, y=0.995, va="top")
         fig.tight_layout()
+        fig.subplots_adjust(top=1 - 0.4 / height)  # room for the title
         path = outdir / f"history-{_slug(gpu)}-{metric}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
