@@ -244,3 +244,13 @@ def test_pytest_option_last_stable_and_bad_value(pytester):
                                      "--moeperf-baseline-segment", "newest")
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(["*--moeperf-baseline-segment 'newest': choose one of all, last-stable*"])
+
+
+def test_workflow_keeps_the_history_and_shows_its_change_points():
+    text = (REPO / ".github" / "workflows" / "moeperf-gate.yml").read_text()
+    refresh = text[text.index("refresh-baseline:"):]
+    assert "rm -rf baselines/h200-static" not in refresh  # the earlier runs are the history
+    assert 'python -m pytest_moeperf history "baselines/$kind"' in refresh
+    assert '--markdown "$GITHUB_STEP_SUMMARY"' in refresh
+    assert text.count("pip install --no-deps apache-otava==0.8.0") == 3  # every job that installs
+    assert "apache-otava" in (REPO / ".ci" / "run").read_text()
