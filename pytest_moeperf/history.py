@@ -141,7 +141,7 @@ def parse_since(text: str) -> datetime:
     return t
 
 
-def _run_of(doc: Mapping[str, Any], root: Path | None = None) -> Run:
+def run_of(doc: Mapping[str, Any], root: Path | None = None) -> Run:
     info = doc.get("commit_info") if isinstance(doc.get("commit_info"), Mapping) else {}
     commit_time = _parse_time(info.get("time"))
     run_time = _parse_time(doc.get("datetime"))
@@ -156,7 +156,7 @@ def _run_of(doc: Mapping[str, Any], root: Path | None = None) -> Run:
     return Run(source, when, by, commit, gpu_name(doc) or "unknown GPU", doc, label)
 
 
-def _order_key(run: Run) -> tuple:
+def order_key(run: Run) -> tuple:
     # several runs of one commit (the 8 static runs of a refresh): by their own time, then file
     run_time = _parse_time(run.doc.get("datetime"))
     epoch = datetime.min.replace(tzinfo=timezone.utc)
@@ -175,7 +175,7 @@ def load_runs(storage: str | Path, since: datetime | None = None) -> tuple[list[
     runs, notes = [], []
     for f in files:
         try:
-            runs.extend(_run_of(d, p) for d in load_documents(f))
+            runs.extend(run_of(d, p) for d in load_documents(f))
         except BaselineError as exc:
             notes.append(f"skipped {exc}")
     if not runs:
@@ -185,7 +185,7 @@ def load_runs(storage: str | Path, since: datetime | None = None) -> tuple[list[
         kept = [r for r in runs if r.when is not None and r.when >= since]
         notes.append(f"--since {since.isoformat()}: {len(kept)} of {len(runs)} runs")
         runs = kept
-    runs.sort(key=_order_key)
+    runs.sort(key=order_key)
     by = Counter(r.ordered_by for r in runs)
     if set(by) == {"commit time"}:
         notes.insert(0, "ordered by commit time (commit_info.time)")
@@ -214,7 +214,7 @@ def group_notes(runs: Sequence[Run]) -> list[str]:
 
 # -- change points -------------------------------------------------------------------------
 
-def _otava():
+def require_otava():
     try:
         from otava import analysis
     except ImportError:
@@ -236,7 +236,7 @@ def find_change_points(values: Sequence[float], max_pvalue: float = DEFAULT_MAX_
     A constant series has none (the t-test of two zero-variance segments has no p-value)."""
     if len(values) < 2 or max(values) == min(values):
         return []
-    analysis = _otava()
+    analysis = require_otava()
     # a list, not an ndarray: Otava's detector slices only non-array input to its windows
     cps, _weak = analysis.compute_change_points(list(map(float, values)), window_len=50,
                                                 max_pvalue=max_pvalue, min_magnitude=min_magnitude)

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     metrics = h.resolve_metrics(args.metric)
     since = h.parse_since(args.since) if args.since else None
-    h._otava()  # the one-line install hint before any work, not after the loading
+    h.require_otava()  # the one-line install hint before any work, not after the loading
     runs, notes = h.load_runs(args.storage, since)
     history = h.build_history(runs, metrics, notes, args.max_pvalue, args.min_magnitude, args.min_runs)
     print(render_text(history))

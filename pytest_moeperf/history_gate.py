@@ -42,8 +42,8 @@ def check_segment(value: str, where: str) -> str:
 def last_stable(base_docs: Sequence[Mapping[str, Any]], max_pvalue: float = h.DEFAULT_MAX_PVALUE,
                 min_runs: int = h.DEFAULT_MIN_RUNS) -> SegmentChoice:
     """Per benchmark, the runs since its newest change point (runs ordered as history orders them)."""
-    h._otava()  # the install hint up front, also when every series is too short to need it
-    runs = sorted((h._run_of(d) for d in base_docs), key=h._order_key)
+    h.require_otava()  # the install hint up front, also when every series is too short to need it
+    runs = sorted((h.run_of(d) for d in base_docs), key=h.order_key)
     metrics = [schema.METRICS_BY_KEY[k] for k in h.DEFAULT_METRICS]
     hist = h.build_history(runs, metrics, max_pvalue=max_pvalue, min_runs=min_runs)
     by_bench: dict[str, list[h.Series]] = {}
@@ -67,9 +67,9 @@ def last_stable(base_docs: Sequence[Mapping[str, Any]], max_pvalue: float = h.DE
             continue
         # the newest change of any metric starts the segment; a change point's index is
         # counted in its own series, so compare by run, not by position
-        cp, s = max(cps, key=lambda cs: h._order_key(cs[1].runs[cs[0].index]))
+        cp, s = max(cps, key=lambda cs: h.order_key(cs[1].runs[cs[0].index]))
         start_run = s.runs[cp.index]
-        segment = [r for r in longest.runs if h._order_key(r) >= h._order_key(start_run)]
+        segment = [r for r in longest.runs if h.order_key(r) >= h.order_key(start_run)]
         keep[bench] = {r.source for r in segment}
         label = f"{start_run.commit[:10]} ({start_run.source})" if start_run.commit else start_run.source
         why = f"{s.metric} {cp.change_pct:+.1f}% {cp.direction}, p={cp.p_value:.2g}"
