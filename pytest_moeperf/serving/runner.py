@@ -111,7 +111,7 @@ class ServingRunner:
             self._routing[point.model] = self._routing_table(loaded, prompts, point)
         engine = self._engine_for(point, loaded)
         key = (point.model, point.dtype, engine)
-        backend = ContinuousBatchingBackend(loaded.model, engine, seed=self.options.seed)
+        backend = self.new_backend(loaded, engine)
         self._run(backend.start())
         self.backend, self._backend_key = backend, key
         warm = self.options.warmup_requests
@@ -120,6 +120,11 @@ class ServingRunner:
                                   prompts, prefix="warmup-")
             self._run(run_load(backend, reqs, LoadPoint("concurrency", min(warm, 4)), timeout_s=self.options.timeout_s))
         return backend
+
+    def new_backend(self, loaded, engine):
+        """The backend a model's load points run on (one seam: another ServingBackend, e.g. an
+        OpenAI-compatible server, plugs in here; the load generator and metrics do not change)."""
+        return ContinuousBatchingBackend(loaded.model, engine, seed=self.options.seed)
 
     def _routing_table(self, loaded, prompts: PromptCache, point: ServingPoint):
         """Distinct experts per decode step vs batch (MoE only), from the last 64 tokens of the
