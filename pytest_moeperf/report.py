@@ -32,8 +32,14 @@ GiB = 2.0**30
 DASH = "—"
 
 ABLATION_TABLES = ("9", "10", "11", "12")
-PLOT_FILES = ("ttft_vs_context.png", "tpot_vs_context.png", "decode_tps_vs_context.png",
-              "j_per_1k_vs_context.png", "peak_vram.png", "ape.png")
+
+def _plot_files() -> tuple[str, ...]:
+    from .report_plots import PLOTS
+
+    return tuple(spec.file for spec in PLOTS)
+
+
+PLOT_FILES = _plot_files()
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,11 +60,8 @@ def run(args) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results, baseline)
-    markdown = report.markdown()
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
     written = report.write_plots(out)
+    markdown = report.markdown()
     (out / "report.md").write_text(markdown, encoding="utf-8")
     print(f"wrote {out / 'report.md'} and {len(written)} plots")
     return 0
@@ -427,6 +430,7 @@ class Report:
         self.base = baseline
         self.footnotes: dict[str, int] = {}
         self.shown: set[str] = set()
+        self.plots_written = None  # the PlotSpecs drawn by write_plots (None: not drawn yet, list them all)
 
     # ---- helpers -------------------------------------------------------------------------
     def note(self, text: str) -> str:
@@ -868,14 +872,14 @@ class Report:
         return out
 
     def plots_section(self) -> list[str]:
+        from .report_plots import PLOTS
+
+        specs = self.plots_written if self.plots_written is not None else PLOTS
+        if not specs:
+            return []
         out = ["## Plots", ""]
-        if self.base is not None:
-            out += ["Baseline: dashed lines / hatched bars.", ""]
-        titles = ["TTFT vs context", "TPOT vs context", "Throughput vs context (decode; E2E incl. prefill)",
-                  "Energy per 1k tokens vs context", "Peak memory at the largest context",
-                  "Active-parameter efficiency at the largest context"]
-        for name, title in zip(PLOT_FILES, titles):
-            out += [f"![{title}]({name})", ""]
+        for spec in specs:
+            out += [f"![{spec.title}]({spec.file})", "", f"_{spec.caption}_", ""]
         return out
 
     def markdown(self) -> str:
@@ -898,142 +902,13 @@ class Report:
         return "\n".join(lines)
 
     # ---- plots ---------------------------------------------------------------------------
-    def _colors(self) -> dict[str, str]:
-        names = self.series_names()
-        if self.base is not None:
-            names += [r.series for r in self.base.rows if r.series not in names]
-        palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                   "#bcbd22", "#17becf"]
-        return {n: palette[i % len(palette)] for i, n in enumerate(dict.fromkeys(names))}
-
-    def _line_panel(self, ax, get: Callable[[Row], float | None], ylabel: str, colors: dict,
-                    empty: str = "no data") -> None:
-        drawn = base_drawn = 0
-        contexts: set[int] = set()
-        for res, style in ((self.res, "-"), (self.base, "--")):
-            if res is None:
-                continue
-            per: dict[str, list] = defaultdict(list)
-            for r in self.core_rows(res):
-                val = get(r)
-                if val is not None:
-                    per[r.series].append((r.context, val))
-            for series, pts in per.items():
-                xs, ys = zip(*sorted(pts))
-                contexts.update(xs)
-                label = series + (" (baseline)" if style == "--" else "")
-                ax.plot(xs, ys, style, marker="o" if style == "-" else "s", color=colors.get(series),
-                        label=label, alpha=1.0 if style == "-" else 0.7)
-                drawn += 1
-                base_drawn += style == "--"
-        ax.set_xlabel("context (tokens)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        if contexts and max(contexts) / max(1, min(contexts)) >= 4:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted(contexts))
-            ax.set_xticklabels([str(c) for c in sorted(contexts)])
-        if drawn:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
-        if drawn and self.base is not None and not base_drawn:
-            ax.text(0.01, 0.01, "baseline: no values for this metric", transform=ax.transAxes, fontsize=7,
-                    color="gray")
-
-    def _energy_reason(self) -> str:
-        reasons = sorted({str(r.ei["energy_unavailable"]) for r in self.res.rows if r.ei.get("energy_unavailable")})
-        return "no energy data" + (": " + "; ".join(reasons) if reasons else "")
-
-    def _bar_panel(self, ax, get: Callable[[Row], float | None], ylabel: str, colors: dict,
-                   empty: str = "no data", table: str | None = None) -> None:
-        rows = self.largest()
-        xs, labels = [], []
-        drawn = 0
-        base_labelled = False
-        width = 0.38 if self.base is not None else 0.6
-        for i, r in enumerate(rows):
-            labels.append(f"{r.series}\nc{r.context}")
-            xs.append(i)
-            val = get(r)
-            if val is not None:
-                ax.bar(i - (width / 2 if self.base is not None else 0), val, width, color=colors.get(r.series),
-                       label="run" if drawn == 0 else None)
-                drawn += 1
-            b = self.match(r, table)
-            bval = get(b) if b is not None else None
-            if bval is not None:
-                ax.bar(i + width / 2, bval, width, color=colors.get(r.series), alpha=0.45, hatch="//",
-                       edgecolor="black", label=None if base_labelled else "baseline")
-                base_labelled = True
-                drawn += 1
-        ax.set_xticks(xs)
-        ax.set_xticklabels(labels, fontsize=8)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, axis="y", alpha=0.3)
-        if not drawn:
-            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
-        elif self.base is not None:
-            ax.legend(fontsize=8)
-            if not base_labelled:
-                ax.text(0.01, 0.01, "baseline: no values for this metric", transform=ax.transAxes, fontsize=7,
-                        color="gray")
-
     def write_plots(self, out: Path) -> list[Path]:
-        import matplotlib
+        """Draw the plots (report_plots.PLOTS) into ``out``; the markdown then lists those written."""
+        from .report_plots import write_plots
 
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-
-        colors = self._colors()
-        written: list[Path] = []
-
-        def save(fig, name):
-            path = out / name
-            fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        self._line_panel(ax, _key("ttft_ms"), "TTFT (ms)", colors)
-        ax.set_title("Time to first token vs context (prefill included)")
-        save(fig, "ttft_vs_context.png")
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        self._line_panel(ax, _key("tpot_ms"), "TPOT (ms/token)", colors,
-                         empty="no TPOT (ms/token) values")
-        ax.set_title("Time per output token (decode) vs context")
-        save(fig, "tpot_vs_context.png")
-
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        self._line_panel(a1, _key("decode_tokens_per_s"), "decode throughput (tokens/s)", colors)
-        a1.set_title("Decode throughput (prefill excluded)")
-        self._line_panel(a2, _key("e2e_tokens_per_s"), "E2E throughput (tokens/s)", colors)
-        a2.set_title("E2E throughput incl. prefill (paper's \"TPOT\")")
-        save(fig, "decode_tps_vs_context.png")
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        self._line_panel(ax, _key("j_per_1k_tokens"), "energy (J / 1k tokens)", colors, empty=self._energy_reason())
-        ax.set_title("Energy per 1k generated tokens vs context")
-        save(fig, "j_per_1k_vs_context.png")
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        any_gpu = any(r.v("peak_allocated_bytes") is not None for r in self.largest())
-        self._bar_panel(ax, lambda r: (mem_bytes(r) / GiB) if r is not None and mem_bytes(r) is not None else None,
-                        "peak allocated (GiB)" if any_gpu else "peak memory: allocated or RSS (GiB)", colors)
-        ax.set_title("Peak memory at the largest context")
-        save(fig, "peak_vram.png")
-
-        panels = [(ape_e2e, "APE E2E (tokens/s/B)\npaper's APE-TPOT"), (ape_decode, "APE decode (tokens/s/B)"),
-                  (ape_inv_ttft, "APE-1/TTFT (1/s/B)"), (ape_energy, "APE-energy (tokens/J/B)")]
-        fig, axes = plt.subplots(1, 4, figsize=(15, 4.2))
-        for ax, (get, label) in zip(axes, panels):
-            self._bar_panel(ax, lambda r, g=get: g(r) if r is not None else None, label, colors,
-                            empty=self._energy_reason() if get is ape_energy else "no data")
-        fig.suptitle("Active-parameter efficiency at the largest context")
-        save(fig, "ape.png")
-        return written
+        written = write_plots(self, out)
+        self.plots_written = [spec for spec, _ in written]
+        return [path for _, path in written]
 
 
 __all__ = ["add_arguments", "run", "load_results", "Report", "PLOT_FILES"]
