@@ -63,7 +63,10 @@ def run(args) -> int:
     written = report.write_plots(out)
     markdown = report.markdown()
     (out / "report.md").write_text(markdown, encoding="utf-8")
-    print(f"wrote {out / 'report.md'} and {len(written)} plots")
+    from .report_html import write_html
+
+    page = write_html(markdown, out)
+    print(f"wrote {out / 'report.md'}, {page} (self-contained) and {len(written)} plots")
     return 0
 
 

@@ -105,7 +105,7 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
             ns = [p[2]["n"] for p in pts if p[2]]
             if not ns:  # no samples: say what n the summary came from (a paper's rounds)
                 ns_text = _n_text(sorted({int(p[3].ei["rounds"]) for p in pts
-                                          if isinstance(p[3].ei.get("rounds"), int)}), unit) + ", no samples"
+                                          if isinstance(p[3].ei.get("rounds"), int)}), "rounds") + ", no samples"
             else:
                 ns_text = _n_text(ns, unit)
             label = f"{series}, {base_name(report)} ({ns_text})" if is_base else f"{series} ({ns_text})"
