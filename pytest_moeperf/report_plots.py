@@ -29,7 +29,7 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 SPREAD_CAPTION = (f"Points: median per case. Shaded band: {BAND[0]}th–{BAND[1]}th percentile of the "
                   "per-round values (energy: per window). Error bars: 95 % bootstrap interval of the median "
-                  "(percentile method, 2,000 resamples). n per series in the legend.")
+                  "(percentile method, 2,000 resamples). The legend gives each series' rounds (energy: windows).")
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,27 @@ def spread(values: list[float]) -> dict | None:
 
 
 def _n_text(ns: list[int], unit: str) -> str:
+    # "5–20 rounds", not "n = ...": a series name may already hold "(n=64)", the new tokens
     if not ns:
         return "no samples"
     lo, hi = min(ns), max(ns)
-    return f"n = {lo} {unit}" if lo == hi else f"n = {lo}–{hi} {unit}"
+    return f"{lo} {unit}" if lo == hi else f"{lo}–{hi} {unit}"
 
 
 def colors(report) -> dict[str, str]:
-    names = report.series_names()
+    """One colour per series of the run; a baseline series takes the colour of the run's series of the
+    same model (the paper's "gpt-oss-20b" beside the run's "gpt-oss-20b (n=64)")."""
+    cols: dict[str, str] = {}
+    model_color: dict[str, str] = {}
+    for r in report.res.rows:
+        if r.series not in cols:
+            cols[r.series] = PALETTE[len(cols) % len(PALETTE)]
+            model_color.setdefault(r.model, cols[r.series])
     if report.base is not None:
-        names += [r.series for r in report.base.rows if r.series not in names]
-    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(dict.fromkeys(names))}
+        for r in report.base.rows:
+            if r.series not in cols:
+                cols[r.series] = model_color.get(r.model) or PALETTE[len(cols) % len(PALETTE)]
+    return cols
 
 
 def base_name(report) -> str:
@@ -108,7 +118,7 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
                                           if isinstance(p[3].ei.get("rounds"), int)}), "rounds") + ", no samples"
             else:
                 ns_text = _n_text(ns, unit)
-            label = f"{series}, {base_name(report)} ({ns_text})" if is_base else f"{series} ({ns_text})"
+            label = f"{series}, {base_name(report)}: {ns_text}" if is_base else f"{series}: {ns_text}"
             ax.plot(xs, ys, "--" if is_base else "-", marker="s" if is_base else "o", color=color, label=label,
                     alpha=0.75 if is_base else 1.0, markersize=4 if is_base else 5, linewidth=1.2 if is_base else 1.8)
             banded = [(x, p[2]) for x, p in zip(xs, pts) if p[2]]
@@ -135,7 +145,8 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
         ax.set_xticklabels([str(c) for c in sorted(contexts)])
         ax.minorticks_off()
     if drawn:
-        ax.legend(fontsize=7)
+        # below the axes: inside, with up to ten series, it covered the data
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     else:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
     if drawn and report.base is not None and not base_drawn:
@@ -152,7 +163,7 @@ def bar_panel(report, ax, get: Callable, ylabel: str, cols: dict, empty: str = "
     labelled: set[str] = set()
     width = 0.38 if report.base is not None else 0.6
     for i, r in enumerate(rows):
-        labels.append(f"{r.series}\nc{r.context}")
+        labels.append(r.series.replace(" (", "\n(") + f"\nc{r.context}")
         xs.append(i)
         val = None if r.failed else get(r)
         b = report.match(r)
@@ -163,7 +174,7 @@ def bar_panel(report, ax, get: Callable, ylabel: str, cols: dict, empty: str = "
             x = i + (width / 2 if is_base else (-width / 2 if report.base is not None else 0))
             vals = samples(row) if samples else []
             sp = spread(vals)
-            n = f"n = {sp['n']}" if sp else None
+            n = f"{sp['n']}" if sp else None
             key = "base" if is_base else "run"
             label = None
             if key not in labelled:
@@ -179,7 +190,11 @@ def bar_panel(report, ax, get: Callable, ylabel: str, cols: dict, empty: str = "
                 ax.annotate(n, (x, value), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=6)
             drawn += 1
     ax.set_xticks(xs)
-    ax.set_xticklabels(labels, fontsize=8)
+    if len(rows) > 3:  # side by side, the names ran into each other: one slanted line each
+        ax.set_xticklabels([" ".join(label.split("\n")) for label in labels], fontsize=7, rotation=35,
+                           ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     if not drawn:
@@ -274,7 +289,8 @@ PLOTS: list[PlotSpec] = [
              "Baseline hatched.", _peak),
     PlotSpec("ape.png", "Active-parameter efficiency at the largest context",
              "Bars: the case's APE from its medians. Error bars: 95 % bootstrap interval of the median of the "
-             "per-round values divided by the active parameters; n above each bar. Baseline hatched.", _ape),
+             "per-round values divided by the active parameters; above each bar the number of rounds (APE-energy: "
+             "energy windows). Baseline hatched.", _ape),
 ]
 
 
@@ -292,8 +308,9 @@ def write_plots(report, out: Path, specs: list[PlotSpec] | None = None) -> list[
             continue
         fig.tight_layout()
         path = Path(out) / spec.file
-        # no timestamp in the PNG: a regenerated report is byte-identical when nothing changed
-        fig.savefig(path, dpi=100, metadata={"Software": None})
+        # bbox tight: the legends below the axes stay in the picture; no timestamp in the PNG, so a
+        # regenerated report is byte-identical when nothing changed
+        fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
         written.append((spec, path))
     return written
