@@ -74,6 +74,9 @@ def pytest_addoption(parser):
     add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
         help="compare even when the baseline was measured on another GPU kind")
     add("--moeperf-verdict-json", metavar="PATH", default=".moeperf/verdict.json", help="where to write the gate's verdicts")
+    add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
+        help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
+             "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
 
 
 def _getter(config):
