@@ -311,53 +311,57 @@ class XdistController:
         self.held.pop(wid, None)
 
     def merge(self) -> dict:
+        """The workers' cases as one pytest-benchmark document, built by pytest-benchmark's own hooks."""
+        from . import bench_api
+
         records = {wid: read_records(path, offset) for wid, (path, offset) in self.logs.items()}
-        bs = getattr(self.config, "_benchmarksession", None)
         machine_info, commit_info = {}, {}
-        if bs is not None and any(r.get("type") == "case" for recs in records.values() for r in recs):
+        if hasattr(self.config.hook, "pytest_benchmark_generate_json") and any(
+                r.get("type") == "case" for recs in records.values() for r in recs):
             try:
-                machine_info = bs.get_machine_info()
-                commit_info = self.config.hook.pytest_benchmark_generate_commit_info(config=self.config)
-                self.config.hook.pytest_benchmark_update_commit_info(config=self.config, commit_info=commit_info)
+                machine_info = bench_api.machine_info(self.config)
+                commit_info = bench_api.commit_info(self.config)
             except Exception as exc:  # machine/commit info is descriptive: never lose the merge for it
                 self.notes.append(f"machine/commit info incomplete: {exc}")
-        doc = merge_worker_records(records, machine_info, commit_info)
-        doc["machine_info"]["moeperf_worker_logs"] = {wid: path for wid, (path, _) in self.logs.items()}
+        merged = merge_worker_records(records, machine_info, commit_info)
+        merged["machine_info"]["moeperf_worker_logs"] = {wid: path for wid, (path, _) in self.logs.items()}
+        doc = merged
+        if hasattr(self.config.hook, "pytest_benchmark_generate_json"):
+            doc = bench_api.document(self.config, merged["benchmarks"], merged["machine_info"], commit_info)
+            doc["moeperf_failed"] = merged["moeperf_failed"]
         self.doc = doc
         return doc
 
     def write(self, doc: dict) -> list[str]:
+        """To --moeperf-merged-json and/or --benchmark-json (else <results>.merged.json), and to
+        pytest-benchmark's storage with --benchmark-save/--benchmark-autosave."""
         from pytest_benchmark.utils import safe_dumps
+
+        from . import bench_api
 
         written = []
         text = safe_dumps(doc, ensure_ascii=True, indent=4)
-        bs = getattr(self.config, "_benchmarksession", None)
         own = self.config.getoption("moeperf_merged_json", None)
-        fh = getattr(bs, "json", None) if bs is not None else None
-        if fh is None:
-            fh = self.config.getoption("benchmark_json", None)
         if own:
             os.makedirs(os.path.dirname(os.path.abspath(own)), exist_ok=True)
             with open(own, "w", encoding="utf-8") as out:
                 out.write(text)
             written.append(own)
-        if fh is not None and hasattr(fh, "write"):
-            with fh:
-                fh.write(text.encode())
-            written.append(str(getattr(fh, "name", "--benchmark-json")))
+        path = bench_api.write_json_option(self.config, text)
+        if path is not None:
+            written.append(path)
         if not written:
             path = merged_default_path(self.results)
             with open(path, "w", encoding="utf-8") as out:
                 out.write(text)
             written.append(path)
-        save = getattr(bs, "save", None) or getattr(bs, "autosave", None) if bs is not None else None
-        if save and doc["benchmarks"]:
-            stored = copy.deepcopy(doc)
-            if not getattr(bs, "save_data", False):
-                for b in stored["benchmarks"]:
-                    b.get("stats", {}).pop("data", None)
-            bs.storage.save(stored, save)
-            written.append(f"{bs.storage} (--benchmark-save)")
+        save = bench_api.save_name(self.config)
+        storage = bench_api.benchmark_storage(self.config) if save else None
+        if storage is not None and doc["benchmarks"]:
+            stored = bench_api.document(self.config, doc["benchmarks"], doc["machine_info"], doc.get("commit_info", {}),
+                                        include_data=bool(self.config.getoption("benchmark_save_data", False)))
+            storage.save(stored, save)
+            written.append(f"{storage} (--benchmark-save)")
         return written
 
 
