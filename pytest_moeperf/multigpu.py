@@ -669,15 +669,41 @@ def _tp_args(argv):
     return p.parse_args(argv)
 
 
-def uses_expert_parallel(config) -> bool:
-    """True for MoE configs whose only sharding plan is expert-parallel.
+def _shards_experts(plan) -> bool:
+    """Whether a transformers sharding plan (module pattern -> style) splits the MoE experts."""
+    return any("experts" in str(pattern).split(".") for pattern in (plan or {}))
 
-    transformers 5.17's GptOss config has no ``base_model_tp_plan`` (tp_plan="auto" would shard only
-    lm_head and replicate 114 B expert weights on every GPU) but a ``base_model_ep_plan``: its
-    experts are split across the ranks (grouped_gemm), attention and router replicated. That plan
-    is taken only with ``DistributedConfig(enable_expert_parallel=True)``.
+
+def uses_expert_parallel(config) -> bool:
+    """True for MoE configs whose experts only the expert-parallel plan splits across the ranks.
+
+    Chosen by what each plan shards, not by which plans exist: GptOss in transformers 5.17 has no
+    ``base_model_tp_plan``; in 5.24 its TP plan shards only ``embed_tokens``, so tp_plan="auto"
+    alone would replicate the 114 B expert weights of gpt-oss-120b on every GPU. Its
+    ``base_model_ep_plan`` splits the experts (grouped_gemm), attention and router replicated.
     """
-    return bool(getattr(config, "base_model_ep_plan", None)) and not getattr(config, "base_model_tp_plan", None)
+    return _shards_experts(getattr(config, "base_model_ep_plan", None)) and not _shards_experts(
+        getattr(config, "base_model_tp_plan", None))
+
+
+def distributed_config(config, tp_size: int):
+    """transformers' DistributedConfig for ``tp_size`` ranks: the expert-parallel plan for MoE
+    configs where it is what splits the experts (uses_expert_parallel), else the TP plan.
+
+    transformers 5.24 takes ``ep_size`` (``enable_expert_parallel`` is deprecated there and its
+    ``tp_plan={}`` is refused with ``tp_size > 1``): experts split by the EP plan, the dense modules
+    by the TP plan (GptOss: the embedding, row-wise). 5.17 has only ``enable_expert_parallel``:
+    experts split, everything else replicated.
+    """
+    import dataclasses
+
+    from transformers.distributed.configuration_utils import DistributedConfig
+
+    if not uses_expert_parallel(config):
+        return DistributedConfig(tp_plan="auto", tp_size=tp_size)
+    if "ep_size" in {f.name for f in dataclasses.fields(DistributedConfig)}:
+        return DistributedConfig(tp_plan="auto", tp_size=tp_size, ep_size=tp_size)
+    return DistributedConfig(tp_plan="auto", tp_size=tp_size, enable_expert_parallel=True)
 
 
 def load_tp_model(name: str, dtype: str, checkpoint: str | None, tp_size: int, device: str, seed: int = 0):
@@ -689,15 +715,13 @@ def load_tp_model(name: str, dtype: str, checkpoint: str | None, tp_size: int, d
     """
     import torch
     from transformers import AutoModelForCausalLM
-    from transformers.distributed.configuration_utils import DistributedConfig
 
     from .loading import LoadedModel, torch_dtype
     from .presets import count_params, get_preset
     from .tokenizer import get_tokenizer
 
     preset = get_preset(name)
-    dist_cfg = DistributedConfig(tp_plan="auto", tp_size=tp_size,
-                                 enable_expert_parallel=uses_expert_parallel(preset.make_config()))
+    dist_cfg = distributed_config(preset.make_config(), tp_size)
     torch.manual_seed(seed)
     before = torch.cuda.memory_allocated() if device == "cuda" else 0
     t0 = time.perf_counter()
