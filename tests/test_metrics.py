@@ -261,7 +261,7 @@ def test_readme_example_without_pytest_runs():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = re.search(r"## Without pytest.*?```python\n(.*?)```", readme, re.S).group(1)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a guard against a hang, not a speed target
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TTFT" in out.stdout and "ms/token" in out.stdout
 
