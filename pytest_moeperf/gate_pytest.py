@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from . import gate, history_gate
+from . import bench_api, gate, history_gate
 from .gate import FAIL, INCONCLUSIVE, BaselineError, BenchmarkResult, GateConfig, GateResult
 from .gate_render import render_benchmark_failure, render_text
 
@@ -42,21 +42,18 @@ class GatePlugin:
         value = self.config.getoption(name, default)
         return default if value is None else value
 
-    def _benchmark_session(self) -> Any:
-        return getattr(self.config, "_benchmarksession", None)
-
     def _compared_docs(self) -> list[dict]:
         """The run(s) --benchmark-compare chose, as pytest-benchmark's storage loads them."""
-        bs = self._benchmark_session()
-        compare = getattr(bs, "compare", None) if bs is not None else None
-        if not compare:
+        compare = self.config.getoption("benchmark_compare", None)
+        storage = bench_api.benchmark_storage(self.config) if compare else None
+        if storage is None:
             return []
-        loaded = list(bs.storage.load()) if compare is True else list(bs.storage.load(compare))
+        loaded = list(storage.load()) if compare is True else list(storage.load(compare))
         if compare is True:
             loaded = loaded[-1:]
         docs = []
         for relpath, data in loaded:
-            where = str(Path(str(bs.storage)) / str(relpath))
+            where = str(Path(str(storage)) / str(relpath))
             gate.validate_document(data, where)
             docs.append({**data, gate.SOURCE_KEY: where})
         return docs
@@ -86,10 +83,9 @@ class GatePlugin:
     def _head_gpu_check(self) -> None:
         if not any(gate.gpu_name(d) for d in self.base_docs) or self.gate_config.ignore_gpu:
             return
-        bs = self._benchmark_session()
-        if bs is None:
+        if not hasattr(self.config.hook, "pytest_benchmark_generate_machine_info"):
             return
-        self.head_machine_info = bs.get_machine_info()
+        self.head_machine_info = bench_api.machine_info(self.config)
         gate.check_gpu(self.base_docs, {"machine_info": self.head_machine_info}, self.gate_config)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:

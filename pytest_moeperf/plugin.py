@@ -124,6 +124,17 @@ def pytest_configure(config):
     config.pluginmanager.register(GatePlugin(config), "moeperf-gate")
 
 
+def _check_benchmark_versions() -> None:
+    """A pytest / pytest-benchmark pair that cannot run a benchmark stops before any model loads."""
+    from importlib.metadata import version
+
+    from .bench_api import incompatible_versions
+
+    why = incompatible_versions(pytest.__version__, version("pytest-benchmark"))
+    if why:
+        raise pytest.UsageError(why)
+
+
 class MoeperfState:
     """Per-pytest-session wiring around a MoeperfSession (created on first use)."""
 
@@ -194,6 +205,7 @@ class MoeperfState:
         if "moeperf_case" not in metafunc.fixturenames:
             return
         try:
+            _check_benchmark_versions()
             cases = self.session.options.cases()
             self.config.hook.pytest_moeperf_modify_cases(config=self.config, cases=cases)
             self._check_contexts(cases)

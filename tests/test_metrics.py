@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -146,22 +145,22 @@ def test_batched_moe_step_reads_more_experts():
 
 # -- the per-token clock's own cost --------------------------------------------------------------
 
-def test_token_clock_costs_microseconds():
-    """The clock adds a perf_counter read and a (here no-op) sync per token: a few microseconds
-    against ~10 ms (static) to ~40 ms (eager) per token on the H200, far under 1%."""
+def test_token_clock_does_one_sync_and_one_clock_read_per_token():
+    """What the sync clock adds per token is one device sync and one host-clock read (on the
+    H200 the event clock cost no measurable time: docs/metrics.md); counted with injected ones."""
     import torch
 
     from pytest_moeperf.measure import make_token_clock
 
-    clock = make_token_clock(lambda: None)
+    calls = []
+    ticks = iter(range(1000))
+    clock = make_token_clock(lambda: calls.append("sync"), now=lambda: calls.append("now") or float(next(ticks)))
     ids = torch.zeros((1, 8), dtype=torch.long)
-    n = 5000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        clock(ids, None)
-    per_call_us = (time.perf_counter() - t0) / n * 1e6
-    assert len(clock.stamps) == n
-    assert per_call_us < 100.0  # 1% of a 10 ms token
+    clock.begin(0.0)
+    for _ in range(5):
+        assert not clock(ids, None).any()  # never stops generation itself
+    assert calls == ["sync", "now"] * 5  # the sync comes first: the stamp is taken after the token is done
+    assert clock.stamps == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 class _FakeEvent:
@@ -262,7 +261,7 @@ def test_readme_example_without_pytest_runs():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = re.search(r"## Without pytest.*?```python\n(.*?)```", readme, re.S).group(1)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a guard against a hang, not a speed target
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TTFT" in out.stdout and "ms/token" in out.stdout
 

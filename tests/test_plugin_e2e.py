@@ -305,3 +305,26 @@ def test_resume_after_a_crash_runs_only_the_missing_cases(pytester):
     log = pytester.path / "r.jsonl"
     names = sorted(r["benchmark"]["name"] for r in _records(log, "case"))
     assert names == ["test_generate[tiny-dense-c64-n4]", "test_generate[tiny-dense-c80-n4]"]
+
+
+# --- real checkpoints by path ---------------------------------------------------------------------
+
+def test_saved_checkpoints_of_both_architectures_benchmark_by_path(pytester, tiny_checkpoint):
+    """The path every user with real weights takes: save_pretrained folders through --moeperf-weights.
+
+    Both tiny architectures in one run, from a plain install (no extra): the checkpoint's own
+    weights, tokenizer and chat template are what the case measures.
+    """
+    folders = {name: tiny_checkpoint(name) for name in ("tiny-moe", "tiny-dense")}
+    bjson = pytester.path / "bench.json"
+    result = _run(pytester, *FAST, "--moeperf-contexts", "64", "--benchmark-json", str(bjson),
+                  *[a for name, path in folders.items() for a in ("--moeperf-weights", f"{name}={path}")])
+    assert result.ret == 0, _output(result)[-4000:]
+    doc = json.loads(bjson.read_text())
+    by_model = {b["extra_info"]["model"]: b["extra_info"] for b in doc["benchmarks"]}
+    assert set(by_model) == {"tiny-moe", "tiny-dense"}
+    for name, extra in by_model.items():
+        assert extra["weights"] == "checkpoint" and extra["checkpoint"] == str(folders[name]), extra
+        assert extra["context_tokens"] == 64 and extra["ttft_ms"] > 0
+        missing = [k for k in schema.REQUIRED_KEYS if k not in extra]
+        assert not missing, f"{name}: missing {missing}"
