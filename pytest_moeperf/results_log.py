@@ -133,10 +133,11 @@ def looks_like_results_log(text: str) -> bool:
 
 
 def _is_torn(line: str, exc: json.JSONDecodeError) -> bool:
-    """A record cut short by a crash: the start of an object whose JSON ends too early."""
-    # JSON's errors at a cut: a string left open, or a value, delimiter or escape the line ends before
+    """A record cut short by a crash: an object whose JSON fails only in its last, unfinished
+    token (a string left open, or a value, number or escape the line ends inside)."""
+    rest = line[exc.pos:].rstrip()
     return line.lstrip().startswith("{") and (exc.msg.startswith("Unterminated string")
-                                              or exc.pos >= len(line.rstrip()) - 6)
+                                              or not any(ch in rest for ch in ',:{}[]" \t'))
 
 
 def parse_log_lines(lines: list[str], where: str, notes: list[str] | None = None, strict: bool = False) -> list[dict]:
