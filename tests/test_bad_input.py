@@ -484,3 +484,23 @@ def test_every_prefix_of_a_record_reads_as_torn_and_nothing_else_does():
     for garbage in ('{"type": "case" oops}', "{garbage}", '{"a": 1}}', "hello"):
         with pytest.raises(LogError):
             parse_log_lines([garbage], "w", [], strict=True)
+
+
+def test_faults_doc_names_only_tests_that_exist():
+    """docs/faults.md promises a test for each fault: each test it names (and each parameter id)
+    must exist, so a renamed or deleted test cannot leave a promise untested."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "faults.md").read_text(encoding="utf-8")
+    current, named, problems = None, 0, []
+    for m in re.finditer(r"`(?:tests/)?(test_\w+\.py)?::(test_\w+)(?:\[([^\]]*)\])?`", text):
+        current = m.group(1) or current
+        source = (root / "tests" / current).read_text(encoding="utf-8")
+        named += 1
+        if f"def {m.group(2)}(" not in source:
+            problems.append(f"{current}::{m.group(2)}")
+        for pid in filter(None, (p.strip() for p in (m.group(3) or "").split(","))):
+            if f'"{pid}"' not in source:
+                problems.append(f"{current}::{m.group(2)}[{pid}]")
+    assert named > 40 and not problems, problems
