@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from .options import BACKENDS, CONTEXT_MODES, DTYPES, EXPERTS, GPU_KINDS, parse_options
+from .outputs import check_run_outputs, drop_unfinished, quiet_unused_fixture
 
 SESSION_KEY = "_moeperf"
 
@@ -80,28 +81,6 @@ def _getter(config):
     return lambda name: config.getoption(name, None)
 
 
-def _check_output_paths(config, options) -> None:
-    """Every file this run writes, checked before any model loads (outputs.py)."""
-    from .options import parse_path
-    from .outputs import check_outputs
-
-    get = _getter(config)
-    gate = parse_path("--moeperf-gate", get("moeperf_gate"))
-    verdict = parse_path("--moeperf-verdict-json", get("moeperf_verdict_json"))
-    bench_json = get("benchmark_json")  # pytest-benchmark 5.2: an open file; 5.3: a path
-    files = [("--moeperf-results", options.results_path),
-             ("--moeperf-verdict-json", verdict if gate != "off" else None),
-             ("--benchmark-json", getattr(bench_json, "name", bench_json) if bench_json else None),
-             ("--moeperf-merged-json", get("moeperf_merged_json"))]
-    storage = None
-    if get("benchmark_save") or get("benchmark_autosave"):
-        from .gate import storage_path
-
-        folder = storage_path(get("benchmark_storage"))
-        storage = str(folder) if folder is not None else None
-    check_outputs(files, storage, not_in_storage=("--moeperf-verdict-json",))
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     config.addinivalue_line("markers", "moeperf: a pytest-moeperf deployment benchmark")
@@ -124,7 +103,7 @@ def pytest_configure(config):
         config.option.benchmark_storage = f"file://{os.path.join(str(config.rootpath), 'baselines', gpu)}"
     if not hasattr(config, "workerinput"):  # xdist workers write none of these files themselves
         try:
-            _check_output_paths(config, options)
+            check_run_outputs(_getter(config), options, given_only=True)
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
     cache = get("moeperf_compile_cache")
@@ -251,6 +230,11 @@ class MoeperfState:
             self._usage_error = pytest.UsageError(
                 "--benchmark-disable: moeperf cases are measurements and record nothing when benchmarks are "
                 "disabled; drop it, or leave the cases out with --benchmark-skip or -m 'not moeperf'")
+        if self.moeperf_items and self._usage_error is None and not hasattr(config, "workerinput"):
+            try:  # the default paths too, now that cases will be measured (before any model loads)
+                check_run_outputs(_getter(config), self.session.options)
+            except ValueError as exc:
+                self._usage_error = pytest.UsageError(str(exc))
         if not config.getoption("moeperf_resume", False) or self._usage_error is not None:
             return
         from .results_log import resume_plan
@@ -305,7 +289,7 @@ class MoeperfState:
             self.finished_nodeids.add(item.nodeid)
             self.config.hook.pytest_moeperf_case_finished(config=self.config, case=case, extra_info=bench["extra_info"])
         elif report.failed:
-            _quiet_unused_fixture(fixture)
+            quiet_unused_fixture(fixture)
             error = _report_line(report)
             self.session.log.case_failed(item.nodeid, case.case_id, error)
             self.failed.append((case, error))
@@ -347,21 +331,6 @@ class MoeperfState:
             self._session.release()
         if self.resumed and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
             session.exitstatus = pytest.ExitCode.OK  # a finished run resumed: done, not "no tests"
-
-
-def drop_unfinished(benchmarks: list, started: set, finished: set) -> list:
-    """pytest-benchmark's entries without those whose case began here but never finished."""
-    return [b for b in benchmarks if not (b.get("fullname") in started and b.get("fullname") not in finished)]
-
-
-def _quiet_unused_fixture(fixture) -> None:
-    """A case that failed before its rounds left pytest-benchmark's fixture unused, and its
-    teardown would warn "Benchmark fixture was not used at all in this test!". The fixture's
-    own ``skipped`` flag (set by pytest-benchmark's makereport, read by its teardown) is what
-    silences that warning; tests/test_faults.py::test_failed_case_is_printed_once_without_fixture_warning
-    fails if pytest-benchmark changes it."""
-    if fixture is not None and getattr(fixture, "stats", None) is None and hasattr(fixture, "skipped"):
-        fixture.skipped = True
 
 
 class _NoSpec:

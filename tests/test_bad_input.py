@@ -17,7 +17,7 @@ from pytest_moeperf.__main__ import main
 from pytest_moeperf.cases import Case
 from pytest_moeperf.options import (check_case, check_unique_cases, parse_int, parse_ints, parse_list,
                                     parse_options)
-from pytest_moeperf.plugin import drop_unfinished
+from pytest_moeperf.outputs import drop_unfinished
 from pytest_moeperf.results_log import (LogError, ResultsLog, mixed_settings_note, options_fingerprint,
                                         options_settings, parse_log_lines, read_log, resume_plan)
 
