@@ -57,11 +57,13 @@ def check_output_folder(option: str, path: str) -> str:
 
 
 def check_outputs(files: Sequence[tuple[str, str | None]], storage: str | None = None,
-                  not_in_storage: Sequence[str] = (), storage_option: str = "--benchmark-storage") -> None:
+                  not_in_storage: Sequence[str] = (), storage_option: str = "--benchmark-storage",
+                  saving: bool = True) -> None:
     """Check each ``(option, path)`` a run writes (None: that output is off) and that no two share a
-    path. ``storage``, when given, is the folder pytest-benchmark saves runs to: it must be a usable
-    folder, and the outputs named in ``not_in_storage`` (files that are not runs) must lie outside
-    it, since the gate reads every ``*.json`` there as a stored run."""
+    path. ``storage``, when given, is pytest-benchmark's storage folder: the outputs named in
+    ``not_in_storage`` (files that are not runs) must lie outside it, since the gate reads every
+    ``*.json`` there as a stored run; with ``saving`` (--benchmark-save/--benchmark-autosave) it
+    must also be a folder that can be written."""
     seen: dict[str, str] = {}
     for option, path in files:
         if path is None:
@@ -72,7 +74,7 @@ def check_outputs(files: Sequence[tuple[str, str | None]], storage: str | None =
                              f"(one would overwrite the other)")
         seen[real] = option
     if storage is not None:
-        folder = os.path.realpath(check_output_folder(storage_option, storage))
+        folder = os.path.realpath(check_output_folder(storage_option, storage) if saving else _abs(storage))
         for real, option in seen.items():
             if option in not_in_storage and real.endswith(".json") and real.startswith(folder + os.sep):
                 raise ValueError(f"{option}: {real} is inside {storage_option} {storage}, where every *.json is "
@@ -100,13 +102,12 @@ def check_run_outputs(get, options, given_only: bool = False) -> None:
     if given_only:
         files = [(o, p) for o, p in files if not ((o == "--moeperf-results" and get("moeperf_results") is None)
                                                   or (o == "--moeperf-verdict-json" and verdict == DEFAULT_VERDICT_JSON))]
-    storage = None
-    if get("benchmark_save") or get("benchmark_autosave"):
-        from .gate import storage_path
+    from .gate import storage_path
 
-        folder = storage_path(get("benchmark_storage"))
-        storage = str(folder) if folder is not None else None
-    check_outputs(files, storage, not_in_storage=("--moeperf-verdict-json",))
+    folder = storage_path(get("benchmark_storage"))
+    check_outputs(files, str(folder) if folder is not None else None,
+                  not_in_storage=("--moeperf-verdict-json", "--moeperf-results"),
+                  saving=bool(get("benchmark_save") or get("benchmark_autosave")))
 
 
 # --- pytest-benchmark's fixture and JSON ------------------------------------------------------

@@ -195,9 +195,13 @@ def test_benchmark_save_storage_is_checked(tmp_path):
     with pytest.raises(ValueError, match="inside --benchmark-storage"):
         outputs.check_outputs([("--moeperf-verdict-json", str(storage / "verdict.json"))], str(storage),
                               not_in_storage=("--moeperf-verdict-json",))
+    with pytest.raises(ValueError, match="--moeperf-results: .* is inside --benchmark-storage"):
+        outputs.check_outputs([("--moeperf-results", str(storage / "r.json"))], str(storage),
+                              not_in_storage=("--moeperf-results",), saving=False)  # the gate reads it all the same
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         outputs.check_outputs([], str(tmp_path / "file" / "h200"))
+    outputs.check_outputs([], str(tmp_path / "file" / "h200"), saving=False)  # not written: not checked
     outputs.check_outputs([("--benchmark-json", str(storage / "by-hand.json"))], str(storage),
                           not_in_storage=("--moeperf-verdict-json",))
 

@@ -63,6 +63,8 @@ USAGE_ERRORS = [  # (args, conftest, pieces of the one ERROR line)
                  ["--moeperf-results and --moeperf-verdict-json both write"], id="verdict-json-is-the-log"),
     pytest.param(["--benchmark-json", "{log}"], None, ["--moeperf-results and --benchmark-json both write"],
                  id="benchmark-json-is-the-log"),
+    pytest.param(["--benchmark-save", "run", "--benchmark-storage", "file://README.md/store"], None,
+                 ["--benchmark-storage", "README.md is a file, not a folder"], id="benchmark-save-storage-is-a-file"),
     pytest.param(["--moeperf-weights", "tiny-dense=README.md"], None, ["--moeperf-weights: tiny-dense=README.md: is a file"],
                  id="weights-is-a-file"),
     pytest.param(["--moeperf-weights", "tiny-dense=org/a", "--moeperf-weights", "tiny-dense=org/b"], None,
