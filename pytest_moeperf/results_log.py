@@ -188,9 +188,10 @@ def record_problem(rec) -> str | None:
         b = rec.get("benchmark")
         if not isinstance(b, dict):
             return "is a case record without a 'benchmark' object"
-        for key in ("name", "fullname"):
-            if not isinstance(b.get(key), str) or not b.get(key):
-                return f"is a case record whose benchmark has no '{key}'"
+        if not isinstance(b.get("fullname"), str) or not b.get("fullname"):
+            return "is a case record whose benchmark has no 'fullname'"
+        if b.get("name") is not None and not isinstance(b.get("name"), str):
+            return "is a case record whose benchmark name is not text"
         if not isinstance(b.get("extra_info", {}), dict):
             return "is a case record whose benchmark.extra_info is not an object"
         if b.get("param") is not None and not isinstance(b.get("param"), str):
@@ -328,7 +329,7 @@ def run(args) -> int:
     for r in cases:
         b = r["benchmark"]
         x = b.get("extra_info") or {}
-        print(f"ok      {b['name']}: ttft_ms={_fmt(x.get('ttft_ms'))} tpot_ms={_fmt(x.get('tpot_ms'))} "
+        print(f"ok      {b.get('name') or b['fullname']}: ttft_ms={_fmt(x.get('ttft_ms'))} tpot_ms={_fmt(x.get('tpot_ms'))} "
               f"decode_tokens_per_s={_fmt(x.get('decode_tokens_per_s'))} rounds={x.get('rounds')}")
     for r in failed:
         print(f"FAILED  {r.get('case')}: {r.get('error')}")

@@ -232,7 +232,8 @@ def write_lines(path: Path, *lines) -> Path:
 
 @pytest.mark.parametrize("line, expected", [
     ([1, 2, 3], "is JSON list, not a record"), ("7", "is JSON int"), ({"x": 1}, "has no 'type'"),
-    ({"type": "case"}, "without a 'benchmark'"), ({"type": "case", "benchmark": {"fullname": "f"}}, "no 'name'"),
+    ({"type": "case"}, "without a 'benchmark'"), ({"type": "case", "benchmark": {"name": "n"}}, "no 'fullname'"),
+    ({"type": "case", "benchmark": {"name": 3, "fullname": "f"}}, "name is not text"),
     ({"type": "case", "benchmark": {"name": "n", "fullname": "f", "extra_info": 3}}, "extra_info"),
     ({"type": "failed", "fullname": "f"}, "without a 'case'"),
     ({"type": "session", "machine_info": []}, "machine_info"), ("garbage in the middle", "is not JSON"),
@@ -380,16 +381,18 @@ EXTRA = st.fixed_dictionaries({}, optional={
                            "context_tokens", "new_tokens", "gpu_uuid", "failed", "error")}})
 
 
-def _case(case_id, extra, stats, fingerprint):
+def _case(case_id, extra, stats, fingerprint, named=True):
     name = f"test_generate[{case_id}]"
-    return {"type": "case", "fingerprint": fingerprint, "benchmark": {
-        "name": name, "fullname": f"benchmarks/test_deployment.py::{name}", "param": case_id, "extra_info": extra,
-        "stats": stats}}
+    bench = {"name": name, "fullname": f"benchmarks/test_deployment.py::{name}", "param": case_id,
+             "extra_info": extra, "stats": stats}
+    if not named:
+        del bench["name"]
+    return {"type": "case", "fingerprint": fingerprint, "benchmark": bench}
 
 
 FINGERPRINTS = st.sampled_from(["f1", "f2"]) | st.none()
 RECORDS = st.one_of(
-    st.builds(_case, IDS, EXTRA, st.none() | VALUES, FINGERPRINTS),
+    st.builds(_case, IDS, EXTRA, st.none() | VALUES, FINGERPRINTS, st.booleans()),
     st.fixed_dictionaries({"type": st.just("failed"), "case": IDS, "fullname": IDS.map(lambda i: f"b::t[{i}]"),
                            "error": st.text(max_size=10) | st.none(), "fingerprint": FINGERPRINTS}),
     st.fixed_dictionaries({"type": st.just("session"), "fingerprint": FINGERPRINTS},
