@@ -75,6 +75,9 @@ def pytest_addoption(parser):
     add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
         help="compare even when the baseline was measured on another GPU kind")
     add("--moeperf-verdict-json", metavar="PATH", default=".moeperf/verdict.json", help="where to write the gate's verdicts")
+    add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
+        help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
+             "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
 
 
 def _getter(config):
@@ -112,6 +115,12 @@ def pytest_configure(config):
     state = MoeperfState(config)
     setattr(config, SESSION_KEY, state)
     config.pluginmanager.register(state, "moeperf-state")
+    if not hasattr(config, "workerinput"):  # an xdist worker's terminal goes nowhere
+        from .progress_pytest import TerminalProgress
+
+        state.progress = TerminalProgress(config)
+        state.progress.track_cases(state.case_of)
+        config.pluginmanager.register(state.progress, "moeperf-progress")
     try:
         from .gate_pytest import GatePlugin
     except ImportError:  # the gate module is optional at import time of partial installs
@@ -135,6 +144,7 @@ class MoeperfState:
         self.finished_nodeids: set[str] = set()
         self.moeperf_items = 0
         self._usage_error: pytest.UsageError | None = None  # raised after collection: exit 4, no traceback
+        self.progress = None  # progress_pytest.TerminalProgress, set at configure (not on xdist workers)
 
     @property
     def session(self):
@@ -150,7 +160,15 @@ class MoeperfState:
             except ValueError as exc:
                 raise pytest.UsageError(f"--moeperf-results: {exc}") from None
             self._session = MoeperfSession(options, log=log)
+            if self.progress is not None:
+                self._session.progress = self.progress
         return self._session
+
+    def case_of(self, item):
+        """The Case a collected item measures, or None for other tests."""
+        spec = getattr(item, "callspec", None)
+        case_id = spec.params.get("moeperf_case") if spec is not None else None
+        return self.cases_by_id.get(case_id) if case_id is not None else None
 
     def options(self):
         import torch
