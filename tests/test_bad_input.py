@@ -511,3 +511,10 @@ def test_faults_doc_names_only_tests_that_exist():
             if f'"{pid}"' not in source:
                 problems.append(f"{current}::{m.group(2)}[{pid}]")
     assert named > 40 and not problems, problems
+
+
+def test_resume_plan_refuses_a_log_line_that_is_not_a_record(tmp_path):
+    """--moeperf-resume reads the log through resume_plan; the plugin turns its ValueError into a usage error."""
+    options = parse(moeperf_results=str(write_lines(tmp_path / "r.jsonl", CASE, [1, 2, 3])))
+    with pytest.raises(ValueError, match="line 2 is JSON list, not a record"):
+        resume_plan(options)
