@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from . import bench_api, gate, history_gate
-from .gate import FAIL, INCONCLUSIVE, BaselineError, BenchmarkResult, GateConfig, GateResult
+from .gate import FAIL, INCONCLUSIVE, NO_OVERLAP, BaselineError, BenchmarkResult, GateConfig, GateResult
 from .gate_render import render_benchmark_failure, render_text
 
 DEFAULT_VERDICT_JSON = ".moeperf/verdict.json"
@@ -120,6 +120,11 @@ class GatePlugin:
         head = stats.as_dict(include_data=True)
         base, source = gate.find_baseline(self.index, head)
         head_doc = {"machine_info": self.head_machine_info} if self.head_machine_info else None
+        why = None if base is None or self.gate_config.ignore_gpu else gate.device_mismatch(
+            self.base_docs, {"machine_info": self.head_machine_info or {}, "benchmarks": [head]})
+        if why:  # the run named no device at session start (e.g. --gpu auto): its case does
+            self.results.append(gate.not_comparable(head, why, source))
+            return report
         result = gate.compare_benchmark(base, head, self.gate_config, source,
                                         gate.baseline_history(self.base_docs, head),
                                         gate.bench_cross_machine(base, head,
@@ -150,9 +155,10 @@ class GatePlugin:
         except OSError as exc:
             self.status += f"{'; ' if self.status else ''}could not write {self.verdict_path}: {exc.strerror or exc}"
             self.verdict_path = None
-        # A FAIL already failed its test; a strict INCONCLUSIVE has no failed test to carry it.
-        if (self.gate_config.strict and session.exitstatus == 0
-                and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks)):
+        # A FAIL already failed its test; a strict INCONCLUSIVE has no failed test to carry it,
+        # and neither has a run of which nothing could be compared with an existing baseline.
+        if session.exitstatus == 0 and (self.result.nothing_compared or (
+                self.gate_config.strict and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks))):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -167,5 +173,7 @@ class GatePlugin:
         tr.write_line(render_text(self.result, verbose=tr.config.getoption("verbose", 0) > 0))
         if self.gate_config.strict and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks):
             tr.write_line("strict: INCONCLUSIVE benchmarks fail the session", red=True)
+        if self.result.verdict == NO_OVERLAP:
+            tr.write_line("NO-OVERLAP: nothing was compared with the baseline; this fails the session", red=True)
         if self.verdict_path is not None:
             tr.write_line(f"verdict JSON: {self.verdict_path}")
