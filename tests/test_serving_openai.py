@@ -305,3 +305,16 @@ def test_real_server_wrong_model_name_is_one_clear_line(transformers_server):
                                            r"pinned to .*check --moeperf-endpoint-model") as err:
         asyncio.run(backend.start())
     assert "\n" not in str(err.value)
+
+
+def test_bad_endpoint_options_are_one_line_usage_errors(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--co", "-p", "no:cacheprovider", "--moeperf-endpoint", "127.0.0.1:8000",
+                                "--moeperf-endpoint-model", "m")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --moeperf-endpoint: '127.0.0.1:8000' is not an http(s) URL with a host; "
+                                 "give the server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1"])
+    assert "Traceback" not in result.stderr.str()
+    result = pytester.runpytest("--co", "-p", "no:cacheprovider", "--moeperf-endpoint-model", "m")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --moeperf-endpoint-model needs --moeperf-endpoint URL"])
