@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_moeperf.serving.backend import BackendError, Chunk, ServingRequest, StreamEnd
+from pytest_moeperf.serving.chat_prompts import attach_prompts
 from pytest_moeperf.serving.endpoint import EndpointConfig, check_base_url, parse_endpoint
 from pytest_moeperf.serving.openai_backend import OpenAIBackend, eos_fields
 from pytest_moeperf.serving.openai_stream import SseReader, StreamProtocolError, TokenTally, parse_event
@@ -267,17 +268,36 @@ def _tokenizer(path):
     return AutoTokenizer.from_pretrained(path)
 
 
-def _exact_request(tokenizer, content: str, n: int, rid="q") -> ServingRequest:
-    messages = ({"role": "user", "content": content},)
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ServingRequest(rid, tuple(ids), n, prompt_text=text, messages=messages)
+def _exact_request(tokenizer, context: int, n: int, rid="q") -> ServingRequest:
+    """A workload's request: exact post-template ids (context.py), then the text and messages forms."""
+    from pytest_moeperf.context import build_exact_context
+
+    ids = build_exact_context(tokenizer, context, seed=context).input_ids
+    (request,) = attach_prompts([ServingRequest(rid, tuple(ids), n)], tokenizer)
+    return request
+
+
+@pytest.mark.parametrize("model", ["tiny-dense", "tiny-moe"])
+def test_attach_prompts_recovers_text_and_messages_of_exact_contexts(model):
+    from pytest_moeperf.presets import get_preset
+    from pytest_moeperf.tokenizer import build_offline_tokenizer
+
+    preset = get_preset(model)
+    tokenizer = build_offline_tokenizer(preset.family, preset.vocab_size)
+    for context in (70, 97):
+        request = _exact_request(tokenizer, context, 4)
+        assert len(request.prompt_ids) == context
+        assert tokenizer(request.prompt_text, add_special_tokens=False)["input_ids"] == list(request.prompt_ids)
+        rendered = tokenizer.apply_chat_template(list(request.messages), add_generation_prompt=True, tokenize=False)
+        assert tokenizer(rendered, add_special_tokens=False)["input_ids"] == list(request.prompt_ids)
+    bare = ServingRequest("b", (1, 2, 3), 4, prompt_text="given", messages=({"role": "user", "content": "x"},))
+    assert attach_prompts([bare], tokenizer) == [bare]  # forms already given are kept
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
 def test_real_transformers_serve_streams_exact_lengths(transformers_server, api):
     tokenizer = _tokenizer(transformers_server.model)
-    request = _exact_request(tokenizer, "the quick brown fox jumps over the lazy dog", 6)
+    request = _exact_request(tokenizer, 48, 6)
 
     async def run():
         backend = OpenAIBackend(EndpointConfig(transformers_server.base_url, transformers_server.model, api=api),
