@@ -338,3 +338,70 @@ def test_bad_endpoint_options_are_one_line_usage_errors(pytester):
     result = pytester.runpytest("--co", "-p", "no:cacheprovider", "--moeperf-endpoint-model", "m")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --moeperf-endpoint-model needs --moeperf-endpoint URL"])
+
+
+def test_short_sweep_against_the_real_server_through_the_load_generator(transformers_server):
+    """The end-to-end path: the workload's exact prompts, the load generator, the real server."""
+    from pytest_moeperf.serving.loadgen import LoadPoint, run_load
+    from pytest_moeperf.serving.workload import PromptCache, WorkloadSpec, build_workload, parse_length
+
+    tokenizer = _tokenizer(transformers_server.model)
+    spec = WorkloadSpec(4, parse_length("40", "input"), parse_length("8", "output"))
+    requests = attach_prompts(build_workload(spec, PromptCache(tokenizer)), tokenizer)
+
+    async def sweep():
+        backend = OpenAIBackend(EndpointConfig(transformers_server.base_url, transformers_server.model),
+                                tokenizer=tokenizer)
+        await backend.start()
+        try:
+            return backend, [await run_load(backend, requests, LoadPoint(mode, value))
+                             for mode, value in (("concurrency", 1), ("concurrency", 4), ("poisson", 50.0))]
+        finally:
+            await backend.close()
+    backend, runs = asyncio.run(sweep())
+    for run in runs:
+        assert len(run.records) == 4 and all(r.ok for r in run.records), [r.error for r in run.records]
+        for r in run.records:
+            assert r.sent_s <= r.first_token_s <= r.end_s and r.output_tokens == 8
+            assert list(r.chunk_times_s) == sorted(r.chunk_times_s) and 1 <= sum(r.chunk_tokens) <= 8
+            assert "mismatch" not in r.info and r.info["finish_reason"] == "length"
+    assert backend.describe()["prompt_tokens_mismatched_requests"] == 0
+
+
+def test_server_killed_mid_run_is_recorded_failures_not_a_crash(tmp_path):
+    """Connection refused mid-run: the stub process dies after the first request; the load point
+    still returns one record per request, the rest failed with one-line errors."""
+    from pytest_moeperf.serving.loadgen import LoadPoint, run_load
+
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, str(HERE / "sse_stub_server.py"), str(port_file), "ok"])
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+
+        class KillAfterFirst(OpenAIBackend):
+            async def stream(self, request):
+                async for item in super().stream(request):
+                    if isinstance(item, StreamEnd) and proc.poll() is None:
+                        proc.kill()  # the load generator stops reading at StreamEnd: kill before it
+                        proc.wait(timeout=10)
+                    yield item
+
+        async def run():
+            clock = FakeClock()
+            backend = KillAfterFirst(EndpointConfig(f"http://127.0.0.1:{port}/v1", "stub"), clock=clock,
+                                     sleep=clock.sleep)
+            await backend.start()
+            try:
+                return await run_load(backend, [_request(n=3) for _ in range(4)], LoadPoint("concurrency", 1))
+            finally:
+                await backend.close()
+        records = asyncio.run(run()).records
+        assert len(records) == 4 and records[0].ok
+        assert all(not r.ok and r.error.startswith("cannot connect to") for r in records[1:]), records
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
