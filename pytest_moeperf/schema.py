@@ -30,6 +30,9 @@ class Metric:
     # key in extra_info["samples"] whose list are the per-round/per-window values of this
     # metric (None: a derived or deterministic value with no sample distribution)
     samples: str | None = None
+    # "case": the single-request benchmark (benchmarks/test_deployment.py) writes it;
+    # "serving": a load point of benchmarks/test_serving.py does (docs/serving.md)
+    scope: str = "case"
 
 
 METRICS: tuple[Metric, ...] = (
@@ -82,6 +85,41 @@ METRICS: tuple[Metric, ...] = (
            "decode_tokens_per_s / peak memory in decimal GB (allocator peak on GPU, RSS on CPU)"),
 )
 
+
+def _serving_pcts(name: str, unit: str, what: str, samples: str | None) -> tuple[Metric, ...]:
+    return tuple(Metric(f"req_{name}_p{q}", unit, "lower", "latency",
+                        f"{q}th percentile over the load point's requests of {what} (numpy 'linear'; n in req_{name}_n)",
+                        samples if q == 50 else None, "serving") for q in (50, 90, 99))
+
+
+# Serving metrics: one load point of benchmarks/test_serving.py; per-request samples for the gate's
+# rank test; formulas in pytest_moeperf/serving/metrics.py and docs/serving.md.
+SERVING_METRICS: tuple[Metric, ...] = (
+    *_serving_pcts("ttft_ms", "ms", "TTFT = first chunk's arrival - send time", "req_ttft_ms"),
+    *_serving_pcts("tpot_ms", "ms/token", "TPOT = (E2E - TTFT) / (N - 1), requests with N >= 2", "req_tpot_ms"),
+    *_serving_pcts("itl_ms", "ms", "inter-token latency: gaps between a request's consecutive chunks, all requests pooled",
+                   None),
+    *_serving_pcts("e2e_ms", "ms", "E2E = end of stream - send time", "req_e2e_ms"),
+    *_serving_pcts("queue_wait_ms", "ms", "queue wait = the engine's admission stamp - send time", "req_queue_wait_ms"),
+    Metric("request_throughput_per_s", "requests/s", "higher", "throughput",
+           "successful requests / makespan (run start to the last request's end)", None, "serving"),
+    Metric("output_tokens_per_s", "tokens/s", "higher", "throughput",
+           "output tokens of successful requests / makespan (per GPU: the engine runs on one)", None, "serving"),
+    Metric("output_tokens_per_s_per_user", "tokens/s", "higher", "throughput",
+           "median over requests of (N - 1) / (E2E - TTFT) = 1000 / TPOT", "req_decode_tokens_per_s", "serving"),
+    Metric("goodput_req_per_s", "requests/s", "higher", "throughput",
+           "requests that succeeded and met every limit of the gated SLO (first --moeperf-slo) / makespan", None, "serving"),
+    Metric("slo_attainment", "fraction", "higher", "throughput",
+           "requests meeting the gated SLO / all requests sent (failed ones count as missed)", None, "serving"),
+    Metric("j_per_output_token", "J/token", "lower", "energy",
+           "gross board energy over the steady-state window (first request's end to last request's send, "
+           ">= 5 s) / output tokens emitted in it", None, "serving"),
+    Metric("avg_power_w", "W", "lower", "energy",
+           "gross board energy over the steady-state window / its length", None, "serving"),
+)
+
+METRICS = METRICS + SERVING_METRICS
+CASE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.scope == "case")
 METRICS_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
 
 # Descriptive keys every benchmark carries besides the metrics.
@@ -91,4 +129,13 @@ DESCRIPTIVE_KEYS: tuple[str, ...] = (
     "energy_unavailable", "samples",
 )
 
-REQUIRED_KEYS: tuple[str, ...] = DESCRIPTIVE_KEYS + tuple(m.key for m in METRICS)
+REQUIRED_KEYS: tuple[str, ...] = DESCRIPTIVE_KEYS + tuple(m.key for m in CASE_METRICS)
+
+# What every serving load point's extra_info carries besides its metrics.
+SERVING_DESCRIPTIVE_KEYS: tuple[str, ...] = (
+    "model", "architecture", "weights", "dtype", "backend", "device_name", "load_point", "load_mode", "load_value",
+    "input_len", "output_len", "requests", "requests_ok", "failed_requests", "duration_s", "slo", "slo_by_name",
+    "steady_window_s", "mean_in_flight", "energy_unavailable", "kv_blocks_total", "kv_blocks_peak_used",
+    "peak_allocated_bytes", "peak_rss_bytes", "engine", "routing_vs_batch", "clock_delivery_ms_p50", "samples",
+)
+SERVING_REQUIRED_KEYS: tuple[str, ...] = SERVING_DESCRIPTIVE_KEYS + tuple(m.key for m in SERVING_METRICS)

@@ -80,25 +80,28 @@ def _prepare_attention(model, fields: set[str]) -> str | None:
 
 
 def kv_cache_state(manager) -> dict:
-    """Blocks and bytes of the engine's paged cache (None where this transformers does not say).
-    The cache object is internal to transformers: this is the one place that reads it."""
+    """Blocks, the fraction in use and bytes of the engine's paged cache (None where this
+    transformers does not say). The cache object is internal to transformers: this is the one
+    place that reads it. 5.17 counts free blocks; 5.2x allocates sectors of blocks per layer
+    group and reports its free capacity as a fraction."""
     bp = getattr(manager, "batch_processor", None)
     cache = getattr(bp, "cache", None)
+    resolved = getattr(manager, "continuous_batching_config", None)
+    block_tokens = getattr(resolved, "page_size", None) or getattr(resolved, "block_size", None)
+    out = {"kv_blocks_total": None, "kv_used_fraction": None, "kv_block_tokens": block_tokens, "kv_cache_bytes": None}
     if cache is None:
-        return {"kv_blocks_total": None, "kv_blocks_free": None, "kv_block_tokens": None, "kv_cache_bytes": None}
+        return out
     total = getattr(cache, "num_blocks", None)
-    free = None
-    if hasattr(cache, "get_num_free_blocks"):  # 5.17
-        free = cache.get_num_free_blocks()
-    elif hasattr(cache, "pool") and hasattr(cache.pool, "count_free_blocks"):  # 5.2x: per allocator group
-        free = min(cache.pool.count_free_blocks(i) for i in range(len(cache.cache_allocators)))
-    block_tokens = getattr(cache, "block_size", None) or getattr(getattr(cache, "config", None), "page_size", None)
-    nbytes = None
+    out["kv_blocks_total"] = total
+    if hasattr(cache, "get_num_free_blocks") and total:  # 5.17
+        out["kv_used_fraction"] = 1.0 - cache.get_num_free_blocks() / total
+    elif hasattr(cache, "compute_free_capacity"):  # 5.2x
+        out["kv_used_fraction"] = 1.0 - float(cache.compute_free_capacity(relative=True))
     if getattr(cache, "cache_tensor", None) is not None:
-        nbytes = cache.cache_tensor.numel() * cache.cache_tensor.element_size()
+        out["kv_cache_bytes"] = cache.cache_tensor.numel() * cache.cache_tensor.element_size()
     elif getattr(cache, "key_cache", None) is not None:
-        nbytes = sum(t.numel() * t.element_size() for t in list(cache.key_cache) + list(cache.value_cache))
-    return {"kv_blocks_total": total, "kv_blocks_free": free, "kv_block_tokens": block_tokens, "kv_cache_bytes": nbytes}
+        out["kv_cache_bytes"] = sum(t.numel() * t.element_size() for t in list(cache.key_cache) + list(cache.value_cache))
+    return out
 
 
 class ContinuousBatchingBackend:
@@ -112,7 +115,7 @@ class ContinuousBatchingBackend:
         self.seed = seed
         self.manager = None
         self._restore_attn = None
-        self._kv_peak_used = 0
+        self._kv_peak_used = 0.0
         self.start_s: float | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -154,19 +157,25 @@ class ContinuousBatchingBackend:
                     "max_memory_percent", "scheduler_type")
             out["engine_resolved"] = {k: _plain(getattr(resolved, k)) for k in keep if hasattr(resolved, k)}
         out.update(self.kv_state())
-        out["kv_blocks_peak_used"] = self._kv_peak_used
+        out["kv_used_fraction_peak"] = self._kv_peak_used
+        total = out.get("kv_blocks_total")
+        out["kv_blocks_peak_used"] = round(self._kv_peak_used * total) if total else None
         return out
+
+    def alive(self) -> bool:
+        """False once the engine's loop thread has stopped (a fatal error inside it, e.g. OOM)."""
+        return self.manager is not None and self.manager.is_running()
 
     def kv_state(self) -> dict:
         return kv_cache_state(self.manager) if self.manager is not None else kv_cache_state(None)
 
     def reset_kv_peak(self) -> None:
-        self._kv_peak_used = 0
+        self._kv_peak_used = 0.0
 
     def _sample_kv(self) -> None:
-        st = kv_cache_state(self.manager)
-        if st["kv_blocks_total"] is not None and st["kv_blocks_free"] is not None:
-            self._kv_peak_used = max(self._kv_peak_used, st["kv_blocks_total"] - st["kv_blocks_free"])
+        used = kv_cache_state(self.manager)["kv_used_fraction"]
+        if used is not None:
+            self._kv_peak_used = max(self._kv_peak_used, used)
 
     def _eos(self):
         eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -185,24 +194,29 @@ class ContinuousBatchingBackend:
                                 eos_token_id=-1 if request.ignore_eos else self._eos())
         if added is None:  # the manager refused it (stopping or crashed): it logged why
             raise BackendError(f"engine refused request {rid} (manager not accepting requests)")
-        seen = 0
-        while True:
-            out = await queue.get()
-            if out.error is not None or int(out.status) == _failed_status():
-                raise BackendError(f"engine failed request {rid}: {str(out.error).strip().splitlines()[0]}")
-            n = len(out.generated_tokens)
-            if n > seen:
-                if seen == 0:
-                    self._sample_kv()  # blocks in use peak near admissions
-                stamps = out.timestamps or ()
-                yield Chunk(n - seen, stamps[n - 1] if len(stamps) >= n else None)
-                seen = n
-            if out.is_finished():
-                start, end = out.lifespan
-                yield StreamEnd(len(out.prompt_ids), n, {
-                    "engine_created_s": out.created_time, "engine_admitted_s": start if start > 0 else None,
-                    "engine_finished_s": end if end > 0 else None})
-                return
+        seen, finished = 0, False
+        try:
+            while True:
+                out = await queue.get()
+                if out.error is not None or int(out.status) == _failed_status():
+                    finished = True
+                    raise BackendError(f"engine failed request {rid}: {str(out.error).strip().splitlines()[0]}")
+                n = len(out.generated_tokens)
+                if n > seen:
+                    self._sample_kv()  # the cache only grows while a request decodes: sample as it does
+                    stamps = out.timestamps or ()
+                    yield Chunk(n - seen, stamps[n - 1] if len(stamps) >= n else None)
+                    seen = n
+                if out.is_finished():
+                    finished = True
+                    start, end = out.lifespan
+                    yield StreamEnd(len(out.prompt_ids), n, {
+                        "engine_created_s": out.created_time, "engine_admitted_s": start if start > 0 else None,
+                        "engine_finished_s": end if end > 0 else None})
+                    return
+        finally:
+            if not finished:  # cancelled (time limit) or abandoned: free its KV blocks in the engine
+                mgr.cancel_request(rid)
 
 
 def _failed_status() -> int:

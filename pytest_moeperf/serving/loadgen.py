@@ -160,10 +160,11 @@ class LoadRun:
     origin_s: float  # the clock's reading at the run's start (records are relative to it)
     duration_s: float  # start to the last request's end
 
-    def write_jsonl(self, path: str) -> None:
+    def write_jsonl(self, path: str, extra: dict | None = None) -> None:
+        """Append one JSON line per request (``extra`` keys on each, e.g. the benchmark's id)."""
         with open(path, "a", encoding="utf-8") as fh:
             for r in self.records:
-                fh.write(json.dumps({"point": self.point.label, **r.to_json()}) + "\n")
+                fh.write(json.dumps({"point": self.point.label, **(extra or {}), **r.to_json()}) + "\n")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -214,28 +215,47 @@ async def _one(backend: ServingBackend, req: ServingRequest, clock, origin: floa
 
 
 async def run_load(backend: ServingBackend, requests: Sequence[ServingRequest], point: LoadPoint,
-                   clock: Clock | None = None, seed: int = 0) -> LoadRun:
-    """Send ``requests`` at ``point`` and return every request's record (in request order)."""
+                   clock: Clock | None = None, seed: int = 0, timeout_s: float | None = None) -> LoadRun:
+    """Send ``requests`` at ``point`` and return every request's record (in request order).
+
+    ``timeout_s`` bounds the whole point (a load the engine cannot hold must not hang the run):
+    requests still in flight then are cancelled and recorded as failed, unsent ones too."""
     clock = clock or MonotonicClock()
     n = len(requests)
     records: list[RequestRecord | None] = [None] * n
     origin = clock.now()
+
+    async def send(i: int, scheduled: float, user: int | None):
+        records[i] = await _one(backend, requests[i], clock, origin, scheduled, user)
+
     if point.closed_loop:
         users = min(int(point.value), n)
         next_index = iter(range(n))
 
         async def user_loop(u: int):
             for i in next_index:  # a shared iterator: the next free user takes the next request
-                records[i] = await _one(backend, requests[i], clock, origin, clock.now(), u)
+                await send(i, clock.now(), u)
 
-        await asyncio.gather(*(user_loop(u) for u in range(users)))
+        main = asyncio.gather(*(user_loop(u) for u in range(users)))
     else:
-        tasks = []
-        for i, at in enumerate(arrival_times(point, n, seed)):
-            await clock.sleep_until(origin + at)
-            tasks.append(asyncio.ensure_future(_one(backend, requests[i], clock, origin, origin + at, None)))
-        for i, rec in enumerate(await asyncio.gather(*tasks)):
-            records[i] = rec
+        async def dispatch():
+            tasks = []
+            for i, at in enumerate(arrival_times(point, n, seed)):
+                await clock.sleep_until(origin + at)
+                tasks.append(asyncio.ensure_future(send(i, origin + at, None)))
+            await asyncio.gather(*tasks)
+
+        main = asyncio.ensure_future(dispatch())
+    try:
+        await asyncio.wait_for(main, timeout_s)
+    except asyncio.TimeoutError:
+        pass  # wait_for cancelled what was in flight; the records below say so
+    end = clock.now() - origin
+    why = f"load point stopped at its time limit of {timeout_s:g} s"
+    for i, rec in enumerate(records):
+        if rec is None:
+            records[i] = RequestRecord(requests[i].request_id, None, requests[i].input_tokens,
+                                       requests[i].max_new_tokens, end, end, None, (), (), end, 0, error=why)
     done = [r for r in records if r is not None]
-    duration = max((r.end_s for r in done if r.end_s is not None), default=0.0)
+    duration = max((r.end_s for r in done if r.end_s is not None and r.error != why), default=end)
     return LoadRun(point, tuple(done), origin, duration)

@@ -1,0 +1,203 @@
+"""One serving load point, measured: works without pytest (the plugin passes pytest-benchmark's
+``pedantic`` as ``run_once``).
+
+``ServingRunner(moeperf_session, serving_options).measure(point, run_once)`` loads the model
+(through the suite's session: one model on the device at a time), starts the continuous-batching
+engine (kept across the load points of one model and engine setting), warms it, runs the load
+with an NVML energy trace on a GPU, and returns extra_info: the metrics of serving/metrics.py,
+energy over the steady-state window, allocator and KV-block peaks, and routing statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from .engine import ContinuousBatchingBackend
+from .loadgen import LoadPoint, run_load
+from .metrics import load_point_metrics, steady_window, tokens_between
+from .options import ServingOptions, ServingPoint
+from .sweep import RULE
+from .workload import PromptCache, WorkloadSpec, build_workload
+
+
+class ServingPointFailed(RuntimeError):
+    """A load point could not be measured; one line, recorded in the results log."""
+
+
+class ServingRunner:
+    def __init__(self, session, options: ServingOptions):
+        self.session = session  # pytest_moeperf.session.MoeperfSession
+        self.options = options
+        self.backend: ContinuousBatchingBackend | None = None
+        self._backend_key = None
+        self._prompts: dict[str, PromptCache] = {}
+        self._routing: dict[str, dict | None] = {}
+
+    # --- engine lifecycle -------------------------------------------------------------------
+    def _run(self, coro):
+        return asyncio.run(coro)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            backend, self.backend, self._backend_key = self.backend, None, None
+            self._run(backend.close())
+
+    def _ensure_backend(self, point: ServingPoint):
+        key = (point.model, point.dtype, self.options.engine_for(point))
+        if self._backend_key == key:
+            return self.backend
+        self.close()  # frees the old KV cache before another model or engine setting
+        loaded = self.session.model(point.model, point.dtype, None)
+        prompts = self._prompts.setdefault(point.model, PromptCache(loaded.tokenizer))
+        if point.model not in self._routing:
+            self._routing[point.model] = self._routing_table(loaded, prompts)
+        backend = ContinuousBatchingBackend(loaded.model, self.options.engine_for(point), seed=self.options.seed)
+        self._run(backend.start())
+        self.backend, self._backend_key = backend, key
+        warm = self.options.warmup_requests
+        if warm:
+            reqs = build_workload(WorkloadSpec(warm, point.input_len, point.output_len, seed=self.options.seed + 7919),
+                                  prompts, prefix="warmup-")
+            self._run(run_load(backend, reqs, LoadPoint("concurrency", min(warm, 4)), timeout_s=self.options.timeout_s))
+        return backend
+
+    def _routing_table(self, loaded, prompts: PromptCache):
+        if loaded.preset.architecture != "moe":
+            return None
+        loads = [int(p.load.value) for p in self.options.points if p.load.closed_loop] or [1]
+        batches, b = [], 1
+        while b < max(loads):
+            batches.append(b)
+            b *= 2
+        batches.append(max(loads))
+        ids = [list(prompts.ids(min(64, loaded.preset.max_positions // 2), self.options.seed * 31 + i)) for i in range(8)]
+        from .routing_batch import distinct_experts_vs_batch
+
+        return distinct_experts_vs_batch(loaded.model, ids, sorted(set(batches)))
+
+    # --- one load point ---------------------------------------------------------------------
+    def measure(self, point: ServingPoint, run_once) -> dict:
+        import torch
+
+        error = None
+        try:
+            return self._measure(point, run_once)
+        except torch.OutOfMemoryError as exc:
+            error = (str(exc).strip().splitlines() or ["CUDA out of memory"])[0]
+        except ServingPointFailed:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            lines = str(exc).strip().splitlines()
+            error = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        self.close()  # an engine that failed is not reused; the next point starts a fresh one
+        self.session._free_after_failure()
+        raise ServingPointFailed(error)
+
+    def _measure(self, point: ServingPoint, run_once) -> dict:
+        import torch
+
+        from ..memory import peak_rss_bytes, reset_peak_rss
+
+        gpu = self.session.gpu()
+        backend = self._ensure_backend(point)
+        n = self.options.requests_for(point.load)
+        spec = WorkloadSpec(n, point.input_len, point.output_len, seed=self.options.seed)
+        requests = build_workload(spec, self._prompts[point.model], prefix=f"{point.load.label}-")
+        cuda = self.options.device == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        rss_reset = reset_peak_rss()
+        backend.reset_kv_peak()
+        meter = self.session.energy_meter
+        holder: dict = {}
+
+        def once():
+            if meter is not None:
+                from .energy_trace import EnergyTrace
+
+                with EnergyTrace(meter) as trace:
+                    holder["run"] = self._run(run_load(backend, requests, point.load, seed=self.options.seed,
+                                                       timeout_s=self.options.timeout_s))
+                holder["trace"] = trace.samples
+            else:
+                holder["run"] = self._run(run_load(backend, requests, point.load, seed=self.options.seed,
+                                                   timeout_s=self.options.timeout_s))
+
+        run_once(once)
+        run = holder["run"]
+        engine_died = not backend.alive()
+        self._write_records(point, run)  # before any verdict: no finished request is lost
+        info = load_point_metrics(run.records, run.duration_s, self.options.slos, self.options.primary_slo)
+        if engine_died and info["requests_ok"] == 0:
+            self.close()
+        if info["requests_ok"] == 0:
+            raise ServingPointFailed(f"no request of {point.point_id} succeeded: {'; '.join(info['errors'][:2])}")
+        info.update(self._energy(run, holder.get("trace")))
+        info.update(self._describe(point, backend, n, spec))
+        if cuda:
+            info["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+            info["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
+            info["peak_rss_bytes"] = None
+        else:
+            info["peak_allocated_bytes"] = info["peak_reserved_bytes"] = None
+            info["peak_rss_bytes"] = peak_rss_bytes() if rss_reset else None
+        routing = self._routing.get(point.model)
+        info["routing_vs_batch"] = routing
+        info["distinct_experts_at_load"] = None
+        if routing:
+            from .routing_batch import at_batch
+
+            info["distinct_experts_at_load"] = at_batch(routing, info.get("mean_in_flight"))
+        info["gpu_uuid"] = gpu.identity().get("uuid") if gpu is not None else None
+        info["other_gpu_processes"] = gpu.other_processes() if gpu is not None else []
+        if engine_died:  # its loop thread stopped (logged by transformers): the next point starts a new one
+            info["engine_died"] = True
+            self.close()
+        return info
+
+    def _energy(self, run, trace) -> dict:
+        out = {"steady_energy_j": None, "avg_power_w": None, "j_per_output_token": None, "energy_window_s": None,
+               "energy_unavailable": self.session.energy_unavailable}
+        if trace is None:
+            out["energy_unavailable"] = out["energy_unavailable"] or "no NVML energy meter"
+            return out
+        win = steady_window(run.records)
+        if win is None:
+            out["energy_unavailable"] = "no steady-state window (fewer requests than users?)"
+            return out
+        from .energy_trace import window_energy
+
+        res = window_energy(trace, run.origin_s + win[0], run.origin_s + win[1], tokens_between(run.records, *win))
+        out.update(res)
+        if "energy_unavailable" not in res:
+            out["energy_unavailable"] = None
+        return out
+
+    def _describe(self, point: ServingPoint, backend, n: int, spec: WorkloadSpec) -> dict:
+        loaded = self.session.model(point.model, point.dtype, None)
+        desc = backend.describe()
+        return {
+            "model": point.model, "architecture": loaded.preset.architecture, "weights": loaded.weights,
+            "dtype": point.dtype, "backend": "continuous-batching", "device_name": self.session.device_name,
+            "load_point": point.load.label, "load_mode": point.load.mode, "load_value": point.load.value,
+            "input_len": str(point.input_len), "output_len": str(point.output_len),
+            "context_tokens": point.input_len.a if point.input_len.kind == "fixed" else None,
+            "new_tokens": point.output_len.a if point.output_len.kind == "fixed" else None,
+            "requests_planned": n, "workload_seed": spec.seed, "ignore_eos": spec.ignore_eos,
+            "params_total": loaded.params.total, "params_active": loaded.params.active,
+            "cuda_graphs": point.cuda_graphs, "engine": desc, "kv_blocks_total": desc.get("kv_blocks_total"),
+            "kv_blocks_peak_used": desc.get("kv_blocks_peak_used"),
+            "kv_used_fraction_peak": desc.get("kv_used_fraction_peak"), "kv_block_tokens": desc.get("kv_block_tokens"),
+            "kv_cache_bytes": desc.get("kv_cache_bytes"), "saturation_rule": RULE,
+            "records_path": self.options.records_path, "rounds": 1, "samples_kind": "per request",
+        }
+
+    def _write_records(self, point: ServingPoint, run) -> None:
+        path = self.options.records_path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        run.write_jsonl(path, extra={"point_id": point.point_id, "written": time.time()})
