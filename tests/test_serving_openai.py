@@ -190,7 +190,7 @@ def test_5xx_is_retried_then_one_line_and_a_failed_request():
     async def body(backend):
         with pytest.raises(BackendError, match=r"not ready after 2 s: HTTP 503: stub answers 503"):
             await backend.start()
-        backend._client = __import__("httpx").AsyncClient()  # a started client, to hit 503 on a request
+        await backend.open()  # the client without the probe, to hit 503 on a request
         with pytest.raises(BackendError, match=r"^HTTP 503: stub answers 503$"):
             await _collect(backend, _request())
     asyncio.run(_with_stub("503", body, ready_timeout_s=2))
@@ -200,7 +200,7 @@ def test_server_that_ignores_stream():
     async def body(backend):
         with pytest.raises(BackendError, match="answered stream=true with content-type application/json"):
             await backend.start()
-        backend._client = __import__("httpx").AsyncClient()
+        await backend.open()
         with pytest.raises(BackendError, match="server ignored stream=true"):
             await _collect(backend, _request())
     asyncio.run(_with_stub("json", body))
@@ -208,7 +208,7 @@ def test_server_that_ignores_stream():
 
 def test_stream_cut_off_mid_response_keeps_the_chunks_seen():
     async def body(backend):
-        backend._client = __import__("httpx").AsyncClient()
+        await backend.open()
         seen = []
         with pytest.raises(BackendError, match="stream cut off after 2 chunks"):
             async for item in backend.stream(_request()):
@@ -219,9 +219,7 @@ def test_stream_cut_off_mid_response_keeps_the_chunks_seen():
 
 def test_request_timeout_is_bounded_and_configurable():
     async def body(backend):
-        import httpx
-
-        backend._client = httpx.AsyncClient(timeout=httpx.Timeout(backend.config.request_timeout_s))
+        await backend.open()
         t0 = time.monotonic()
         with pytest.raises(BackendError, match=r"timed out after 0.3 s \(--moeperf-endpoint-timeout-s\)"):
             await _collect(backend, _request())
@@ -240,9 +238,7 @@ def test_server_process_killed_mid_stream_then_connection_refused(tmp_path):
 
         async def run():
             backend = OpenAIBackend(EndpointConfig(f"http://127.0.0.1:{port}/v1", "stub", request_timeout_s=20))
-            import httpx
-
-            backend._client = httpx.AsyncClient(timeout=20)
+            await backend.open()
             seen = []
             with pytest.raises(BackendError, match="stream cut off after 2 chunks"):
                 async for item in backend.stream(_request()):
@@ -354,7 +350,7 @@ def test_short_sweep_against_the_real_server_through_the_load_generator(transfor
                                 tokenizer=tokenizer)
         await backend.start()
         try:
-            return backend, [await run_load(backend, requests, LoadPoint(mode, value))
+            return backend, [await run_load(backend, requests, LoadPoint(mode, value), timeout_s=60)
                              for mode, value in (("concurrency", 1), ("concurrency", 4), ("poisson", 50.0))]
         finally:
             await backend.close()
@@ -395,7 +391,7 @@ def test_server_killed_mid_run_is_recorded_failures_not_a_crash(tmp_path):
                                      sleep=clock.sleep)
             await backend.start()
             try:
-                return await run_load(backend, [_request(n=3) for _ in range(4)], LoadPoint("concurrency", 1))
+                return await run_load(backend, [_request(n=3) for _ in range(4)], LoadPoint("concurrency", 1), timeout_s=60)
             finally:
                 await backend.close()
         records = asyncio.run(run()).records

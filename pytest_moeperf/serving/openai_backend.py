@@ -65,12 +65,16 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, config: EndpointConfig, tokenizer=None, *, clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(self, config: EndpointConfig, tokenizer=None, *, forms: dict | None = None, clock=time.monotonic,
+                 sleep=asyncio.sleep):
         self.config = config
         self.tokenizer = tokenizer  # local tokenizer to check the server's token counts, or None
+        # prompt ids -> (text, messages), made with the workload (endpoint_runner.FormsPromptCache)
+        self.forms = forms if forms is not None else {}
         self._clock = clock
         self._sleep = sleep
         self._client = None
+        self._loop = None
         self.eos_field: str | None = None
         self.identity: dict = {}
         self.prompt_mismatches = 0  # requests whose served prompt length differs from the asked one
@@ -80,21 +84,32 @@ class OpenAIBackend:
 
     # ---- lifecycle ----
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """The HTTP client alone, no readiness probe (start() does both)."""
         import httpx
 
         cfg = self.config
+        self._loop = asyncio.get_running_loop()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.request_timeout_s, connect=cfg.connect_timeout_s, pool=None),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
             follow_redirects=False, trust_env=False,
         )
+
+    async def start(self) -> None:
+        await self.open()
         try:
             await self._probe()
             await self._read_identity()
         except BaseException:
             await self.close()
             raise
+
+    def alive(self) -> bool:
+        return self._client is not None  # a dead server shows as failed records, not here
+
+    def reset_kv_peak(self) -> None:
+        """The server's KV cache is not visible over HTTP."""
 
     async def close(self) -> None:
         if self._client is not None:
@@ -222,11 +237,17 @@ class OpenAIBackend:
 
         if self._client is None:
             raise BackendError("the endpoint backend was not started")
-        if self.config.api == "chat" and not request.messages:
-            raise BackendError("request has no chat messages; use --moeperf-endpoint-api completions")
+        if asyncio.get_running_loop() is not self._loop:  # httpx connections belong to one event loop
+            raise BackendError("the endpoint backend is used from another event loop than the one it started in")
+        text, messages = request.prompt_text, request.messages
+        if text is None or messages is None:
+            text_form, messages_form = self.forms.get(request.prompt_ids, (None, None))
+            text, messages = text if text is not None else text_form, messages or messages_form
+        if self.config.api == "chat" and not messages:
+            raise BackendError("this prompt has no exact chat-message form for the tokenizer's template; "
+                               "use --moeperf-endpoint-api completions")
         eos_kind = self.eos_field if request.ignore_eos else "none"
-        body = self._body(request.messages or (), request.prompt_text, request.prompt_ids,
-                          request.max_new_tokens, eos_kind)
+        body = self._body(messages or (), text, request.prompt_ids, request.max_new_tokens, eos_kind)
         timeout_s = self.config.request_timeout_s
         deadline = self._clock() + timeout_s
         tally, reader, texts = TokenTally(), SseReader(), []
