@@ -173,7 +173,10 @@ class ContinuousBatchingBackend:
         self._kv_peak_used = 0.0
 
     def _sample_kv(self) -> None:
-        used = kv_cache_state(self.manager)["kv_used_fraction"]
+        try:  # read while the engine thread works: a torn read must not fail a request
+            used = kv_cache_state(self.manager)["kv_used_fraction"]
+        except Exception:
+            return
         if used is not None:
             self._kv_peak_used = max(self._kv_peak_used, used)
 

@@ -80,7 +80,8 @@ class VirtualClock:
                     raise RuntimeError("VirtualClock: every task waits on something other than the clock")
                 t, _, fut = heapq.heappop(self._sleepers)
                 self.t = max(self.t, t)
-                fut.set_result(None)
+                if not fut.done():  # a cancelled sleeper (a watchdog no longer needed)
+                    fut.set_result(None)
             return task.result()
 
         return asyncio.run(drive())
@@ -246,12 +247,18 @@ async def run_load(backend: ServingBackend, requests: Sequence[ServingRequest], 
             await asyncio.gather(*tasks)
 
         main = asyncio.ensure_future(dispatch())
-    try:
-        await asyncio.wait_for(main, timeout_s)
-    except asyncio.TimeoutError:
-        pass  # wait_for cancelled what was in flight; the records below say so
+    main = asyncio.ensure_future(main)
+    if timeout_s is None:
+        await main
+    else:  # the limit runs on the harness clock (virtual in tests)
+        watchdog = asyncio.ensure_future(clock.sleep_until(origin + timeout_s))
+        await asyncio.wait({main, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (main, watchdog):
+            if not task.done():
+                task.cancel()  # cancels what was in flight; the records below say so
+        await asyncio.gather(main, watchdog, return_exceptions=True)
     end = clock.now() - origin
-    why = f"load point stopped at its time limit of {timeout_s:g} s"
+    why = f"load point stopped at its time limit of {timeout_s} s"
     for i, rec in enumerate(records):
         if rec is None:
             records[i] = RequestRecord(requests[i].request_id, None, requests[i].input_tokens,

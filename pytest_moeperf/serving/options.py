@@ -101,14 +101,14 @@ class ServingOptions:
     device: str
 
     def requests_for(self, load: LoadPoint) -> int:
-        """Closed loop: 8 requests per user (>= 16) so most of the run has every user busy; open loop:
-        ~20 s of arrivals on a GPU, ~6 s on the CPU (>= 16). --moeperf-requests overrides."""
+        """Closed loop: 4 requests per user (>= 8): 4 waves, so the steady-state window (first end to
+        last send) spans ~3 end-to-end times, >= 5 s at the GPU's 2048/64 E2E of ~3 s; open loop:
+        ~20 s of arrivals on a GPU, ~6 s on the CPU (>= 8). --moeperf-requests overrides."""
         if self.requests is not None:
             return self.requests
         if load.closed_loop:
-            return max(16, 8 * int(load.value)) if self.device == "cuda" else max(8, 4 * int(load.value))
-        seconds = 20.0 if self.device == "cuda" else 6.0
-        return max(16 if self.device == "cuda" else 8, math.ceil(load.value * seconds))
+            return max(8, 4 * int(load.value))
+        return max(8, math.ceil(load.value * (20.0 if self.device == "cuda" else 6.0)))
 
     def engine_for(self, point: ServingPoint) -> EngineOptions:
         from dataclasses import replace

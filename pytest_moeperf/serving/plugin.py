@@ -23,7 +23,7 @@ def pytest_addoption(parser):
         help="serving: open-loop arrival rates in requests/s, comma-separated (default none)")
     add("--moeperf-arrival", metavar="KIND", default=None, help="serving: poisson (seeded, default) or constant arrivals")
     add("--moeperf-requests", metavar="N", default=None,
-        help="serving: requests per load point (default 8 per user, >= 16, or ~20 s of arrivals; fewer on CPU)")
+        help="serving: requests per load point (default 4 per user, >= 8; open loop ~20 s of arrivals, 6 s on CPU)")
     add("--moeperf-warmup-requests", metavar="N", default=None, help="serving: untimed requests when an engine starts (default 4)")
     add("--moeperf-serving-lengths", metavar="IN/OUT", default=None,
         help="serving: input/output token lengths, each N, uniform:LO-HI or normal:MEAN,STD (default: "

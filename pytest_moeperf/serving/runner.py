@@ -52,7 +52,7 @@ class ServingRunner:
         loaded = self.session.model(point.model, point.dtype, None)
         prompts = self._prompts.setdefault(point.model, PromptCache(loaded.tokenizer))
         if point.model not in self._routing:
-            self._routing[point.model] = self._routing_table(loaded, prompts)
+            self._routing[point.model] = self._routing_table(loaded, prompts, point)
         backend = ContinuousBatchingBackend(loaded.model, self.options.engine_for(point), seed=self.options.seed)
         self._run(backend.start())
         self.backend, self._backend_key = backend, key
@@ -63,7 +63,9 @@ class ServingRunner:
             self._run(run_load(backend, reqs, LoadPoint("concurrency", min(warm, 4)), timeout_s=self.options.timeout_s))
         return backend
 
-    def _routing_table(self, loaded, prompts: PromptCache):
+    def _routing_table(self, loaded, prompts: PromptCache, point: ServingPoint):
+        """Distinct experts per decode step vs batch (MoE only), from the last 64 tokens of the
+        point's first 8 prompts (the workload's own, so building them is not extra work)."""
         if loaded.preset.architecture != "moe":
             return None
         loads = [int(p.load.value) for p in self.options.points if p.load.closed_loop] or [1]
@@ -72,10 +74,14 @@ class ServingRunner:
             batches.append(b)
             b *= 2
         batches.append(max(loads))
-        ids = [list(prompts.ids(min(64, loaded.preset.max_positions // 2), self.options.seed * 31 + i)) for i in range(8)]
+        spec = WorkloadSpec(8, point.input_len, point.output_len, seed=self.options.seed)
+        ids = [list(r.prompt_ids[-64:]) for r in build_workload(spec, prompts)]
         from .routing_batch import distinct_experts_vs_batch
 
-        return distinct_experts_vs_batch(loaded.model, ids, sorted(set(batches)))
+        try:
+            return distinct_experts_vs_batch(loaded.model, ids, sorted(set(batches)))
+        except Exception as exc:  # routing statistics never cost a load point
+            return {"unavailable": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
 
     # --- one load point ---------------------------------------------------------------------
     def measure(self, point: ServingPoint, run_once) -> dict:
@@ -149,7 +155,7 @@ class ServingRunner:
         routing = self._routing.get(point.model)
         info["routing_vs_batch"] = routing
         info["distinct_experts_at_load"] = None
-        if routing:
+        if routing and "by_batch" in routing:
             from .routing_batch import at_batch
 
             info["distinct_experts_at_load"] = at_batch(routing, info.get("mean_in_flight"))
