@@ -5,7 +5,8 @@ Run in-process (``serve(mode)``) or as a process to be killed mid-stream:
 
 Modes: ok (3 chunks + usage + [DONE]), slow (one chunk every 0.2 s, 200 chunks), cut (2 chunks, then
 the connection closes mid-body), json (answers stream=true with application/json), stall (headers and
-one chunk, then nothing), 503 (every request), 422 (every request).
+one chunk, then nothing), 503 (every request), 422 (every request), serial (one request at a time,
+``max_tokens`` chunks 10 ms apart: a server whose capacity the load can exceed).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def _chunk(text: str, finish=None, usage=None) -> dict:
     return obj
 
 
+_SERIAL = None  # asyncio.Lock of the serial mode, made in the server's loop
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mode: str) -> None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -34,8 +38,10 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mo
         for line in head.decode().split("\r\n"):
             if line.lower().startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
-        if length:
-            await reader.readexactly(length)
+        body = await reader.readexactly(length) if length else b""
+        if mode == "serial":
+            await _serial(writer, json.loads(body or b"{}").get("max_tokens", 4))
+            return
         if mode in ("503", "422"):
             body = json.dumps({"error": {"message": f"stub answers {mode}"}}).encode()
             writer.write(f"HTTP/1.1 {mode} Nope\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
@@ -77,8 +83,21 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mo
         writer.close()
 
 
+async def _serial(writer, n: int) -> None:
+    async with _SERIAL:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(n):
+            await asyncio.sleep(0.01)
+            writer.write(_event(_chunk("x")))
+            await writer.drain()
+        writer.write(_event(_chunk("", "length", {"completion_tokens": n})) + _event("[DONE]") + b"0\r\n\r\n")
+        await writer.drain()
+
+
 async def serve(mode: str) -> asyncio.AbstractServer:
     """Start the stub on 127.0.0.1 (a free port): ``server.sockets[0].getsockname()[1]``."""
+    global _SERIAL
+    _SERIAL = asyncio.Lock()  # one per server (and event loop)
     return await asyncio.start_server(lambda r, w: _handle(r, w, mode), "127.0.0.1", 0)
 
 

@@ -401,3 +401,57 @@ def test_server_killed_mid_run_is_recorded_failures_not_a_crash(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# ---- the whole benchmark against a server ----
+
+def _serving_benchmark(pytester, url, model, tokenizer, *args):
+    pytester.makepyfile(test_serving=(Path(__file__).parent.parent / "benchmarks" / "test_serving.py").read_text())
+    return pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-rs", "--moeperf-endpoint", url, "--moeperf-endpoint-model", model,
+        "--moeperf-endpoint-tokenizer", tokenizer, "--moeperf-serving-lengths", "48/8", "--moeperf-warmup-requests", "1",
+        "--benchmark-json", "run.json", "--moeperf-results", "results.jsonl", "--moeperf-serving-records", "records.jsonl",
+        *args)
+
+
+def test_benchmark_suite_against_the_real_server(pytester, transformers_server):
+    """`pytest benchmarks/ --moeperf-endpoint URL --moeperf-endpoint-model NAME`: the serving
+    benchmark's load points, metrics, records, report and gate, against the real server."""
+    import json
+
+    result = _serving_benchmark(pytester, transformers_server.base_url, transformers_server.model,
+                                transformers_server.model, "--moeperf-concurrency", "1,2", "--moeperf-requests", "4")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*moeperf serving metrics*", "http-*-c48-n8-cc1 *", "*moeperf gate: PASS*"])
+    benches = json.loads((pytester.path / "run.json").read_text())["benchmarks"]
+    assert [b["param"] for b in benches] == [f"http-{Path(transformers_server.model).name}-c48-n8-cc{c}" for c in (1, 2)]
+    for b in benches:
+        info = b["extra_info"]
+        assert info["backend"] == "openai-endpoint" and info["endpoint"] == transformers_server.base_url
+        assert info["requests_ok"] == 4 and info["req_ttft_ms_p50"] > 0 and info["req_tpot_ms_p50"] > 0
+        assert info["server_model"].startswith(transformers_server.model) and info["energy_gpu"] is None
+        assert info["engine"]["eos_field"] == "generation_config"
+        assert info["engine"]["prompt_tokens_mismatched_requests"] == 0
+        assert "GPU not named" in info["energy_unavailable"]
+    records = (pytester.path / "records.jsonl").read_text().splitlines()
+    assert len(records) == 8 and all(json.loads(r)["error"] is None for r in records)
+
+
+def test_server_slower_than_the_load_is_reported_as_saturation(pytester, tiny_checkpoint):
+    """A server that handles one request at a time: more users add no throughput and TTFT climbs,
+    so the sweep reports the knee at one user and skips the loads beyond it (no crash, no hang)."""
+    from sse_stub_server import serve
+
+    async def main():
+        server = await serve("serial")
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, lambda: _serving_benchmark(
+            pytester, f"http://127.0.0.1:{port}/v1", "stub", str(tiny_checkpoint("tiny-dense")),
+            "--moeperf-concurrency", "1,4,8", "--moeperf-requests", "8", "--moeperf-gate", "off"))
+        server.close()
+        return result
+    result = asyncio.run(main())
+    result.stdout.fnmatch_lines(["*http-stub-c48-n8-cc4*", "*concurrency sweep: knee at 1*"])
+    result.assert_outcomes(passed=2, skipped=1)
+    assert "beyond saturation" in result.stdout.str()
