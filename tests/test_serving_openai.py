@@ -455,3 +455,40 @@ def test_server_slower_than_the_load_is_reported_as_saturation(pytester, tiny_ch
     result.stdout.fnmatch_lines(["*http-stub-c48-n8-cc4*", "*concurrency sweep: knee at 1*"])
     result.assert_outcomes(passed=2, skipped=1)
     assert "beyond saturation" in result.stdout.str()
+
+
+def test_same_workload_through_the_real_server_and_the_in_process_engine(transformers_server, capsys):
+    """Concurrency 1, the same checkpoint and exact prompts: both complete every request with the
+    asked output length; their TTFT/TPOT are printed (docs/serving.md compares longer runs made
+    with tools/compare_endpoint_engine.py; timings are not asserted here)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pytest_moeperf.serving.endpoint_runner import FormsPromptCache
+    from pytest_moeperf.serving.engine import ContinuousBatchingBackend, EngineOptions
+    from pytest_moeperf.serving.loadgen import LoadPoint, run_load
+    from pytest_moeperf.serving.workload import LengthSpec, WorkloadSpec, build_workload
+
+    tokenizer = _tokenizer(transformers_server.model)
+    forms: dict = {}
+    spec = WorkloadSpec(3, LengthSpec("fixed", 48), LengthSpec("fixed", 8))
+    requests = build_workload(spec, FormsPromptCache(tokenizer, forms))
+    model = AutoModelForCausalLM.from_pretrained(transformers_server.model, dtype=torch.float32).eval()
+    backends = {"http": OpenAIBackend(EndpointConfig(transformers_server.base_url, transformers_server.model),
+                                      tokenizer=tokenizer, forms=forms),
+                "in-process": ContinuousBatchingBackend(model, EngineOptions(block_size=32, num_blocks=64,
+                                                                             max_batch_tokens=256))}
+
+    async def measure(backend):
+        await backend.start()
+        try:
+            return await run_load(backend, requests, LoadPoint("concurrency", 1), timeout_s=120)
+        finally:
+            await backend.close()
+    for name, backend in backends.items():
+        records = asyncio.run(measure(backend)).records
+        assert [(r.ok, r.input_tokens, r.output_tokens) for r in records] == [(True, 48, 8)] * 3, records
+        ttft = sorted(1000 * (r.first_token_s - r.sent_s) for r in records)[1]
+        tpot = sorted(1000 * (r.end_s - r.first_token_s) / 7 for r in records)[1]
+        with capsys.disabled():
+            print(f"\n{name}: TTFT p50 {ttft:.2f} ms, TPOT p50 {tpot:.3f} ms (3 requests, concurrency 1)")
