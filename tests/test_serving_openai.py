@@ -492,3 +492,16 @@ def test_same_workload_through_the_real_server_and_the_in_process_engine(transfo
         tpot = sorted(1000 * (r.end_s - r.first_token_s) / 7 for r in records)[1]
         with capsys.disabled():
             print(f"\n{name}: TTFT p50 {ttft:.2f} ms, TPOT p50 {tpot:.3f} ms (3 requests, concurrency 1)")
+
+
+def test_endpoint_labels_and_the_tokenizer_it_needs(tmp_path):
+    from pytest_moeperf.serving.endpoint_runner import endpoint_label, load_tokenizer
+    from pytest_moeperf.serving.runner import ServingPointFailed
+
+    assert endpoint_label("/srv/models/tiny-dense/") == "http-tiny-dense"
+    assert endpoint_label("Qwen/Qwen3-32B") == "http-Qwen3-32B"
+    assert endpoint_label("a b:c") == "http-a_b_c"
+    with pytest.raises(ServingPointFailed, match="give --moeperf-endpoint-tokenizer PATH"):
+        load_tokenizer(EndpointConfig("http://127.0.0.1:1/v1", "not-a-folder"))
+    with pytest.raises(ServingPointFailed, match="--moeperf-endpoint-tokenizer: cannot load"):
+        load_tokenizer(EndpointConfig("http://127.0.0.1:1/v1", "m", tokenizer=str(tmp_path)))
