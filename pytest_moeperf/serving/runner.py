@@ -159,6 +159,7 @@ class ServingRunner:
             from .routing_batch import at_batch
 
             info["distinct_experts_at_load"] = at_batch(routing, info.get("mean_in_flight"))
+        info.update(self._harness_overhead(point, info))
         info["gpu_uuid"] = gpu.identity().get("uuid") if gpu is not None else None
         info["other_gpu_processes"] = gpu.other_processes() if gpu is not None else []
         if engine_died:  # its loop thread stopped (logged by transformers): the next point starts a new one
@@ -175,6 +176,19 @@ class ServingRunner:
 
     def _energy_meter(self):
         return self.session.energy_meter
+
+    def _harness_overhead(self, point: ServingPoint, info: dict) -> dict:
+        """The harness's own latency at this point's concurrency, against a stub that answers at once
+        (200 requests, ~10-50 ms), as a fraction of the engine's median E2E. The stub run has no engine
+        thread competing for the GIL: clock_delivery_ms_* shows the engine-to-harness hop under load."""
+        from .harness_speed import measure_harness
+
+        users = int(point.load.value) if point.load.closed_loop else max(1, round(info.get("mean_in_flight") or 1))
+        out_tokens = max(1, round(info["output_tokens_total"] / max(1, info["requests_ok"])))
+        h = measure_harness(LoadPoint("concurrency", users), requests=200, output_tokens=out_tokens)
+        e2e = info.get("req_e2e_ms_p50")
+        return {"harness_added_latency_ms_p50": h["harness_added_latency_ms_p50"],
+                "harness_overhead_fraction": h["harness_added_latency_ms_p50"] / e2e if e2e else None}
 
     def _energy(self, run, trace) -> dict:
         out = {"steady_energy_j": None, "avg_power_w": None, "j_per_output_token": None, "energy_window_s": None,
