@@ -6,7 +6,7 @@ Run in-process (``serve(mode)``) or as a process to be killed mid-stream:
 Modes: ok (3 chunks + usage + [DONE]), slow (one chunk every 0.2 s, 200 chunks), cut (2 chunks, then
 the connection closes mid-body), json (answers stream=true with application/json), stall (headers and
 one chunk, then nothing), 503 (every request), 422 (every request), serial (one request at a time,
-``max_tokens`` chunks 10 ms apart: a server whose capacity the load can exceed).
+``max_tokens`` chunks 10 ms apart, 10 ms more per queued request: a server the load overwhelms).
 """
 
 from __future__ import annotations
@@ -83,14 +83,21 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mo
         writer.close()
 
 
+_WAITING = [0]
+
+
 async def _serial(writer, n: int) -> None:
+    _WAITING[0] += 1
     async with _SERIAL:
+        _WAITING[0] -= 1
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         for _ in range(n):
-            await asyncio.sleep(0.01)
+            # slower the more requests queue (a thrashing server): more load never adds throughput,
+            # whatever the client's own overhead on a busy machine
+            await asyncio.sleep(0.01 * (1 + _WAITING[0]))
             writer.write(_event(_chunk("x")))
             await writer.drain()
-        writer.write(_event(_chunk("", "length", {"completion_tokens": n})) + _event("[DONE]") + b"0\r\n\r\n")
+        writer.write(_event(_chunk("", "length", {"prompt_tokens": 3, "completion_tokens": n})) + _event("[DONE]") + b"0\r\n\r\n")
         await writer.drain()
 
 

@@ -182,7 +182,8 @@ def test_stub_detects_the_first_accepted_eos_field_and_reports_mismatches():
     assert end.info["mismatch"] == {"prompt_tokens": {"asked": 4, "served": 3},
                                     "output_tokens": {"asked": 5, "served": 3}}
     info = backend.describe()
-    assert info["prompt_tokens_mismatched_requests"] == 1 and info["output_tokens_mismatched_requests"] == 1
+    assert info["prompt_tokens_mismatched_requests_since_start"] == 1
+    assert info["output_tokens_mismatched_requests_since_start"] == 1
     assert info["server_models"].startswith("unavailable")  # the stub answers an event stream to anything
 
 
@@ -312,7 +313,8 @@ def test_real_transformers_serve_streams_exact_lengths(transformers_server, api)
     assert info["eos_field"] == "generation_config" and "ignore_eos" in info["eos_fields_rejected"][0]
     # 5.17 reports "PATH@main", 5.24 "PATH"
     assert info["server_model"].startswith(transformers_server.model) and info["server_header"] == "uvicorn"
-    assert info["prompt_tokens_mismatched_requests"] == 0 and info["output_tokens_mismatched_requests"] == 0
+    assert info["prompt_tokens_mismatched_requests_since_start"] == 0
+    assert info["output_tokens_mismatched_requests_since_start"] == 0
 
 
 def test_real_server_wrong_model_name_is_one_clear_line(transformers_server):
@@ -361,7 +363,7 @@ def test_short_sweep_against_the_real_server_through_the_load_generator(transfor
             assert r.sent_s <= r.first_token_s <= r.end_s and r.output_tokens == 8
             assert list(r.chunk_times_s) == sorted(r.chunk_times_s) and 1 <= sum(r.chunk_tokens) <= 8
             assert "mismatch" not in r.info and r.info["finish_reason"] == "length"
-    assert backend.describe()["prompt_tokens_mismatched_requests"] == 0
+    assert backend.describe()["prompt_tokens_mismatched_requests_since_start"] == 0
 
 
 def test_server_killed_mid_run_is_recorded_failures_not_a_crash(tmp_path):
@@ -407,14 +409,14 @@ def test_server_killed_mid_run_is_recorded_failures_not_a_crash(tmp_path):
 
 def _serving_benchmark(pytester, url, model, tokenizer, *args):
     pytester.makepyfile(test_serving=(Path(__file__).parent.parent / "benchmarks" / "test_serving.py").read_text())
-    return pytester.runpytest_inprocess(
+    return pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-rs", "--moeperf-endpoint", url, "--moeperf-endpoint-model", model,
         "--moeperf-endpoint-tokenizer", tokenizer, "--moeperf-serving-lengths", "48/8", "--moeperf-warmup-requests", "1",
         "--benchmark-json", "run.json", "--moeperf-results", "results.jsonl", "--moeperf-serving-records", "records.jsonl",
         *args)
 
 
-def test_benchmark_suite_against_the_real_server(pytester, transformers_server):
+def test_benchmark_suite_against_the_real_server(transformers_server, pytester):
     """`pytest benchmarks/ --moeperf-endpoint URL --moeperf-endpoint-model NAME`: the serving
     benchmark's load points, metrics, records, report and gate, against the real server."""
     import json
@@ -431,15 +433,24 @@ def test_benchmark_suite_against_the_real_server(pytester, transformers_server):
         assert info["requests_ok"] == 4 and info["req_ttft_ms_p50"] > 0 and info["req_tpot_ms_p50"] > 0
         assert info["server_model"].startswith(transformers_server.model) and info["energy_gpu"] is None
         assert info["engine"]["eos_field"] == "generation_config"
-        assert info["engine"]["prompt_tokens_mismatched_requests"] == 0
+        assert info["prompt_tokens_mismatched_requests"] == 0 and info["output_tokens_mismatched_requests"] == 0
         assert "GPU not named" in info["energy_unavailable"]
     records = (pytester.path / "records.jsonl").read_text().splitlines()
     assert len(records) == 8 and all(json.loads(r)["error"] is None for r in records)
 
 
-def test_server_slower_than_the_load_is_reported_as_saturation(pytester, tiny_checkpoint):
+@pytest.fixture(scope="module")
+def tiny_dense_dir(tiny_checkpoint):
+    """Saved before any pytester fixture exists: saving imports torch, and pytester's sys.modules
+    snapshot would drop a torch first imported during its test (a second import in this process fails)."""
+    return str(tiny_checkpoint("tiny-dense"))
+
+
+def test_server_slower_than_the_load_is_reported_as_saturation(tiny_dense_dir, pytester):
     """A server that handles one request at a time: more users add no throughput and TTFT climbs,
     so the sweep reports the knee at one user and skips the loads beyond it (no crash, no hang)."""
+    import json
+
     from sse_stub_server import serve
 
     async def main():
@@ -447,14 +458,19 @@ def test_server_slower_than_the_load_is_reported_as_saturation(pytester, tiny_ch
         port = server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, lambda: _serving_benchmark(
-            pytester, f"http://127.0.0.1:{port}/v1", "stub", str(tiny_checkpoint("tiny-dense")),
+            pytester, f"http://127.0.0.1:{port}/v1", "stub", tiny_dense_dir,
             "--moeperf-concurrency", "1,4,8", "--moeperf-requests", "8", "--moeperf-gate", "off"))
         server.close()
         return result
     result = asyncio.run(main())
     result.stdout.fnmatch_lines(["*http-stub-c48-n8-cc4*", "*concurrency sweep: knee at 1*"])
-    result.assert_outcomes(passed=2, skipped=1)
+    result.assert_outcomes(passed=2, skipped=1, warnings=2)
     assert "beyond saturation" in result.stdout.str()
+    # the stub counts 3 prompt tokens whatever it gets: reported per load point, not ignored
+    result.stdout.fnmatch_lines(["*http-stub-c48-n8-cc1: the server counted a different prompt length than asked "
+                                 "in 8 request(s) (e.g. asked 48, served 3)*"])
+    info = json.loads((pytester.path / "run.json").read_text())["benchmarks"][0]["extra_info"]
+    assert info["prompt_tokens_mismatched_requests"] == 8 and info["output_tokens_mismatched_requests"] == 0
 
 
 def test_same_workload_through_the_real_server_and_the_in_process_engine(transformers_server, capsys):

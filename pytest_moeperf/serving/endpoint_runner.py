@@ -133,9 +133,24 @@ class EndpointRunner(ServingRunner):
             out["energy_unavailable"] = self._energy_reason
         return out
 
+    def _write_records(self, point, run) -> None:
+        super()._write_records(point, run)
+        # this point's mismatches (the backend's counters run since its start, warm-up included)
+        mism = [r.info.get("mismatch", {}) for r in run.records if r.ok]
+        self._mismatched = {"prompt_tokens_mismatched_requests": sum("prompt_tokens" in m for m in mism),
+                            "output_tokens_mismatched_requests": sum("output_tokens" in m for m in mism)}
+        if self._mismatched["prompt_tokens_mismatched_requests"]:
+            import warnings
+
+            example = next(m["prompt_tokens"] for m in mism if "prompt_tokens" in m)
+            warnings.warn(f"{point.point_id}: the server counted a different prompt length than asked in "
+                          f"{self._mismatched['prompt_tokens_mismatched_requests']} request(s) (e.g. asked "
+                          f"{example['asked']}, served {example['served']}): its chat template or tokenizer differs "
+                          "from --moeperf-endpoint-tokenizer's; try --moeperf-endpoint-api completions", stacklevel=2)
+
     def _describe(self, point, backend, n: int, spec: WorkloadSpec) -> dict:
         desc = backend.describe()
-        return {
+        return {**getattr(self, "_mismatched", {}),
             "model": point.model, "architecture": None, "weights": "server", "dtype": None,
             "backend": "openai-endpoint", "device_name": f"server at {self.endpoint.base_url}",
             "endpoint": desc["endpoint"], "server_model": desc.get("server_model"),

@@ -127,9 +127,9 @@ class OpenAIBackend:
             "eos_field": self.eos_field,
             "request_timeout_s": cfg.request_timeout_s,
             "energy_gpu": cfg.energy_gpu,  # None: the server's GPU is not on this machine, no energy
-            "prompt_tokens_mismatched_requests": self.prompt_mismatches,
-            "output_tokens_mismatched_requests": self.output_mismatches,
-            "local_tokenizer_mismatched_requests": self.local_count_mismatches if self.tokenizer else None,
+            "prompt_tokens_mismatched_requests_since_start": self.prompt_mismatches,
+            "output_tokens_mismatched_requests_since_start": self.output_mismatches,
+            "local_tokenizer_mismatched_requests_since_start": self.local_count_mismatches if self.tokenizer else None,
             "example_mismatch": self.example_mismatch,
         }
 
