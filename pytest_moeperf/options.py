@@ -90,6 +90,7 @@ class RunOptions:
     routing: bool = False
     compile_cache: str | None = None
     token_clock: str = "auto"
+    energy_split: bool = False  # also measure prefill J/request and decode J/token (energy_split.py)
 
     def checkpoint_for(self, model: str) -> str | None:
         return dict(self.weights).get(model)
@@ -170,4 +171,4 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
                       energy_window_s=window_s, energy_windows=windows,
                       results_path=get("moeperf_results") or ".moeperf/results.jsonl", seed=seed,
                       routing=bool(get("moeperf_routing")), compile_cache=get("moeperf_compile_cache"),
-                      token_clock=token_clock)
+                      token_clock=token_clock, energy_split=bool(get("moeperf_energy_split")))

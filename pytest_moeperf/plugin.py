@@ -49,6 +49,9 @@ def pytest_addoption(parser):
         help="load MODEL from a checkpoint path or hub id instead of random weights (repeatable)")
     add("--moeperf-energy-window-s", metavar="S", default=None, help="energy window length in seconds (default 5, min 1)")
     add("--moeperf-energy-windows", metavar="N", default=None, help="energy windows per case (default 5)")
+    add("--moeperf-energy-split", action="store_true", default=False,
+        help="also measure prefill J per request and decode J per token from extra windows of 1-token rounds "
+             "(GPU, eager backend; adds energy-windows x window-s per case)")
     add("--moeperf-results", metavar="PATH", default=None,
         help="append each finished case to this JSON-lines log (default .moeperf/results.jsonl)")
     add("--moeperf-routing", action="store_true", default=False,
@@ -90,6 +93,9 @@ def pytest_addoption(parser):
     add("--moeperf-endpoint-tokenizer", metavar="PATH", default=None,
         help="the served model's tokenizer (folder or id) to build exact prompts and check token counts "
              "(default: the model name when it is a local folder)")
+    add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
+        help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
+             "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
 
 
 def _getter(config):

@@ -49,16 +49,24 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    results = load_results(args.results)
+    from .serving import report as serving_report
+
+    serving = _serving_benches(args.results)
+    results = load_results(args.results, allow_empty=bool(serving))
     baseline = load_results(args.against) if getattr(args, "against", None) else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(results, baseline)
-    markdown = report.markdown()
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    written = report.write_plots(out)
+    markdown, written = "", []
+    if results.rows:
+        report = Report(results, baseline)
+        markdown = report.markdown()
+        written = report.write_plots(out)
+    if serving:  # load points of benchmarks/test_serving.py: their own section and plots
+        markdown = (markdown + "\n" if markdown else "# pytest-moeperf report\n\n") + serving_report.markdown(serving)
+        written += serving_report.write_plots(serving, out)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     print(f"wrote {out / 'report.md'} and {len(written)} plots")
     return 0
@@ -255,7 +263,18 @@ def _assign_series(rows: list[Row]) -> None:
         r.series = r.model if len(news[r.model]) <= 1 else f"{r.model} (n={r.new_tokens})"
 
 
-def load_results(path) -> Results:
+def _serving_benches(path) -> list[dict]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # load_results names the problem
+    from .serving.report import is_serving
+
+    benches = doc.get("benchmarks") if isinstance(doc, dict) else None
+    return [b for b in benches or [] if isinstance(b, dict) and is_serving(b)]
+
+
+def load_results(path, allow_empty: bool = False) -> Results:
     """Read a pytest-benchmark JSON document; ValueError (one line, naming the file) if unusable."""
     p = Path(path)
     try:
@@ -277,8 +296,9 @@ def load_results(path) -> Results:
     benches = doc.get("benchmarks")
     if not isinstance(benches, list):
         raise ValueError(f"{p}: no 'benchmarks' list (is this a pytest-benchmark --benchmark-json file?)")
-    rows = [_row(b) for b in benches if isinstance(b, dict)]
-    if not rows:
+    # serving load points (extra_info["load_point"]) have their own section (serving/report.py)
+    rows = [_row(b) for b in benches if isinstance(b, dict) and "load_point" not in (b.get("extra_info") or {})]
+    if not rows and not allow_empty:
         raise ValueError(f"{p}: no benchmarks")
     return Results(str(p), doc, rows)
 

@@ -103,3 +103,34 @@ def test_bad_input_exits_4_with_one_line(tmp_path):
     assert proc.returncode == 4, proc.stdout[-2000:]
     assert "ERROR: --moeperf-concurrency: 0 must be > 0" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and "INTERNALERROR" not in proc.stderr + proc.stdout
+
+
+def test_gate_compares_serving_points_on_their_request_samples(serving_run):
+    from pytest_moeperf import gate
+
+    d, proc = serving_run
+    assert proc.returncode == 0
+    doc = json.loads((d / "b.json").read_text())
+    result = gate.compare_documents([doc], doc, gate.load_gate_config(None))
+    assert len(result.benchmarks) == 2 and not result.missing
+    for b in result.benchmarks:
+        assert b.status == "compared" and b.verdict == gate.PASS  # the same run on both sides
+        by_key = {m.metric: m for m in b.metrics}
+        assert by_key["req_ttft_ms_p50"].method == gate.METHOD_MWU  # per-request samples: the rank test
+        assert by_key["output_tokens_per_s"].method == gate.METHOD_SUMMARY
+        assert "ttft_ms" not in by_key  # single-request metrics are not looked for here
+
+
+def test_report_draws_the_serving_plots(serving_run, tmp_path):
+    import argparse
+
+    from pytest_moeperf import report
+
+    d, _ = serving_run
+    assert report.run(argparse.Namespace(results=str(d / "b.json"), against=None, output=str(tmp_path))) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "## Serving under load" in md and "### Knees" in md and "advantage vanishes" in md
+    assert "tiny-dense | cc2" in md and "no open-loop" not in md
+    for png in ("serving_pareto.png", "serving_latency_vs_load.png", "serving_goodput_vs_rate.png",
+                "serving_j_per_token_vs_load.png"):
+        assert (tmp_path / png).stat().st_size > 5000, png

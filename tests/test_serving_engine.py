@@ -89,3 +89,36 @@ def test_distinct_experts_grow_with_batch(tiny_moe):
     assert rows[0]["mean_distinct_experts"] <= rows[1]["mean_distinct_experts"] <= rows[2]["mean_distinct_experts"] <= table["experts"]
     assert at_batch(table, 2.5) == pytest.approx(rows[0]["mean_distinct_experts"]
                                                  + (rows[1]["mean_distinct_experts"] - rows[0]["mean_distinct_experts"]) * 0.5)
+
+
+def test_gpu_sizing_caps_the_kv_cache(monkeypatch):
+    """The GPU default: blocks for 1.25x the largest concurrency at the longest request, capped at 40 % of
+    free memory, 512 tokens per step (transformers' 90 % / 8192 OOMed GPT-OSS-20B on the H200)."""
+    import types
+
+    import torch
+
+    from pytest_moeperf.options import parse_options
+    from pytest_moeperf.presets import get_preset
+    from pytest_moeperf.serving.options import parse_serving_options
+    from pytest_moeperf.serving.runner import gpu_sizing
+
+    base = parse_options({"moeperf_gpu": "cpu", "moeperf_models": "gpt-oss-20b"}.get, cuda_available=False)
+    raw = {"moeperf_concurrency": "1,8,64", "moeperf_serving_lengths": "2048/64"}
+    opts = parse_serving_options(raw.get, base)
+    cfg = get_preset("gpt-oss-20b").make_config()
+    cfg._attn_implementation = "eager"  # as GPT-OSS loads (sinks: no SDPA)
+    loaded = types.SimpleNamespace(name="gpt-oss-20b", model=types.SimpleNamespace(config=cfg, dtype=torch.bfloat16))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (100 * 2**30, 140 * 2**30))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    from dataclasses import replace
+
+    eng = replace(opts.engine_for(opts.points[0]), block_size=None, num_blocks=None, max_batch_tokens=None)  # GPU defaults
+    size = gpu_sizing(loaded, opts, eng)
+    per_request = -(-2112 // 256) + 1
+    block_bytes = 2 * 8 * 64 * 2 * 256 * 24  # k and v, 8 kv heads x 64, bf16, 256 tokens, 24 layers
+    assert size["block_bytes"] == block_bytes and size["max_batch_tokens"] == 512
+    assert size["wanted_blocks"] == 80 * per_request and size["num_blocks"] == 80 * per_request
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2**30, 140 * 2**30))  # little free: the cap wins
+    small = gpu_sizing(loaded, opts, eng)
+    assert small["num_blocks"] == max(per_request, int(0.4 * 2**30 // block_bytes)) < small["wanted_blocks"]

@@ -202,3 +202,48 @@ def test_stub_answers_at_once_on_the_real_clock():
     run = asyncio.run(run_load(StubBackend(), reqs, LoadPoint("concurrency", 16)))
     assert len(run.records) == 200 and all(r.ok and r.output_tokens == 4 for r in run.records)
     assert all(math.isfinite(r.end_s) for r in run.records)
+
+
+# --- prefill vs decode energy (single-request benchmark) ----------------------------------------------
+
+def test_energy_split_recovers_known_prefill_and_decode():
+    from pytest_moeperf.energy_split import split_from_windows
+
+    prefill, per_token, n, batch = 30.0, 2.0, 65, 2
+    one = [batch * (prefill + per_token) + d for d in (-0.5, 0.0, 0.5)]  # a 1-token round: prefill + token 1
+    full = [batch * (prefill + n * per_token) + d for d in (-1.0, 0.0, 1.0)]
+    s = split_from_windows(one, full, n, batch)
+    assert s["prefill_j_per_request"] == pytest.approx(prefill + per_token)  # the first token rides with prefill
+    assert s["decode_j_per_token"] == pytest.approx(per_token)
+    lo, hi = s["decode_j_per_token_ci95"]
+    assert lo < per_token < hi and s["decode_j_per_token_cv"] > 0 and s["prefill_windows"] == 3
+    assert "unavailable" in split_from_windows([], full, n, batch)
+
+
+# --- steady-state energy from a counter trace --------------------------------------------------------
+
+def test_window_energy_interpolates_the_counter():
+    from pytest_moeperf.serving.energy_trace import counter_at, window_energy
+
+    trace = [(float(t), 300.0 * t) for t in range(0, 11)]  # a 300 W board sampled every second
+    assert counter_at(trace, 2.5) == pytest.approx(750.0)
+    assert counter_at(trace, 11.0) is None
+    e = window_energy(trace, 2.5, 8.5, tokens=600)
+    assert e["steady_energy_j"] == pytest.approx(1800.0) and e["avg_power_w"] == pytest.approx(300.0)
+    assert e["j_per_output_token"] == pytest.approx(3.0)
+    assert "5 s" in window_energy(trace, 1.0, 4.0, tokens=10)["energy_unavailable"]
+
+
+def test_energy_trace_samples_a_meter_in_a_thread():
+    import itertools
+    import types
+
+    from pytest_moeperf.serving.energy_trace import EnergyTrace
+
+    counter = itertools.count(0, 100)  # mJ, rising by 100 per read
+    meter = types.SimpleNamespace(device=types.SimpleNamespace(energy_mj=lambda: next(counter)))
+    with EnergyTrace(meter, interval_s=0.001) as trace:
+        pass
+    times = [t for t, _ in trace.samples]
+    assert len(trace.samples) >= 2 and times == sorted(times)
+    assert [e for _, e in trace.samples] == sorted(e for _, e in trace.samples)

@@ -162,6 +162,6 @@ class EndpointRunner(ServingRunner):
             "requests_planned": n, "workload_seed": spec.seed, "ignore_eos": spec.ignore_eos,
             "params_total": None, "params_active": None, "cuda_graphs": None, "engine": desc,
             "kv_blocks_total": None, "kv_blocks_peak_used": None, "kv_used_fraction_peak": None,
-            "kv_block_tokens": None, "kv_cache_bytes": None, "saturation_rule": RULE,
+            "kv_block_tokens": None, "kv_cache_bytes": None, "engine_sizing": None, "saturation_rule": RULE,
             "records_path": self.options.records_path, "rounds": 1, "samples_kind": "per request",
         }

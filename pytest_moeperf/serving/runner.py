@@ -22,6 +22,44 @@ from .sweep import RULE
 from .workload import PromptCache, WorkloadSpec, build_workload
 
 
+GPU_MAX_BATCH_TOKENS = 512  # tokens per engine step on a GPU unless --moeperf-max-batch-tokens
+# at most this share of the free memory after loading goes to KV blocks: eager attention materialises
+# heads x step tokens x KV read scores per layer and needs the room; SDPA does not
+GPU_KV_FRACTION = {"eager": 0.4, "other": 0.8}
+GPU_HEADROOM_USERS = 1.25
+
+
+def gpu_sizing(loaded, options, eng) -> dict:
+    """KV blocks for the run's largest concurrency (x1.25, >= 32 users) at its longest request, capped
+    at 40 % of the free device memory with eager attention (80 % otherwise); 512 tokens per step. transformers' own default (up to 90 % of
+    free memory for blocks, 8192 tokens per step) left GPT-OSS-20B's eager paged attention no room for
+    its score matrix on the H200 (baselines/h200-runs/2026-12-02: OOM at the first batch)."""
+    import math
+
+    import torch
+
+    from ..memory import kv_layout
+
+    users = max([int(p.load.value) for p in options.points if p.load.closed_loop and p.model == loaded.name] or [0])
+    users = max(32, math.ceil(GPU_HEADROOM_USERS * users))
+    longest = max(p.input_len.max + p.output_len.max for p in options.points if p.model == loaded.name)
+    block = eng.block_size or 256  # transformers' default block (page) size
+    per_request = math.ceil(longest / block) + 1
+    layout = kv_layout(loaded.model.config)
+    itemsize = loaded.model.dtype.itemsize
+    block_bytes = 2 * layout.kv_heads * layout.head_dim * itemsize * block * (layout.layers_full + layout.layers_sliding)
+    torch.cuda.empty_cache()  # what the routing pass cached is free for the engine
+    free = torch.cuda.mem_get_info()[0]
+    eager = "eager" in str(getattr(loaded.model.config, "_attn_implementation", "eager"))
+    fraction = GPU_KV_FRACTION["eager" if eager else "other"]
+    cap = int(fraction * free // block_bytes)
+    wanted = users * per_request
+    return {"num_blocks": max(per_request, min(wanted, cap)), "max_batch_tokens": eng.max_batch_tokens or GPU_MAX_BATCH_TOKENS,
+            "wanted_blocks": wanted, "cap_blocks": cap, "block_bytes": block_bytes, "free_bytes_at_sizing": free,
+            "rule": f"blocks for {users} users x {per_request} blocks, capped at {fraction:.0%} of free memory; "
+                    f"{GPU_MAX_BATCH_TOKENS} tokens per step"}
+
+
 class ServingPointFailed(RuntimeError):
     """A load point could not be measured; one line, recorded in the results log."""
 
@@ -34,6 +72,7 @@ class ServingRunner:
         self._backend_key = None
         self._prompts: dict[str, PromptCache] = {}
         self._routing: dict[str, dict | None] = {}
+        self._sizing: dict = {}  # (model, dtype) -> GPU KV sizing, computed once
 
     # --- engine lifecycle -------------------------------------------------------------------
     def _run(self, coro):
@@ -44,16 +83,35 @@ class ServingRunner:
             backend, self.backend, self._backend_key = self.backend, None, None
             self._run(backend.close())
 
+    def _engine_for(self, point: ServingPoint, loaded=None):
+        """The point's engine options; on a GPU the KV cache and the step size are sized here, once per
+        model (a later restart must not see other free memory and size differently)."""
+        eng = self.options.engine_for(point)
+        if self.options.device != "cuda" or (eng.num_blocks is not None and eng.max_batch_tokens is not None):
+            return eng
+        key = (point.model, point.dtype)
+        if key not in self._sizing:
+            if loaded is None:
+                return None  # not sized yet: the engine is not running for this model
+            self._sizing[key] = gpu_sizing(loaded, self.options, eng)
+        from dataclasses import replace
+
+        size = self._sizing[key]
+        return replace(eng, num_blocks=eng.num_blocks or size["num_blocks"],
+                       max_batch_tokens=eng.max_batch_tokens or size["max_batch_tokens"])
+
     def _ensure_backend(self, point: ServingPoint):
-        key = (point.model, point.dtype, self.options.engine_for(point))
-        if self._backend_key == key:
+        key = (point.model, point.dtype, self._engine_for(point))
+        if self.backend is not None and self._backend_key == key:
             return self.backend
         self.close()  # frees the old KV cache before another model or engine setting
         loaded = self.session.model(point.model, point.dtype, None)
         prompts = self._prompts.setdefault(point.model, PromptCache(loaded.tokenizer))
         if point.model not in self._routing:
             self._routing[point.model] = self._routing_table(loaded, prompts, point)
-        backend = ContinuousBatchingBackend(loaded.model, self.options.engine_for(point), seed=self.options.seed)
+        engine = self._engine_for(point, loaded)
+        key = (point.model, point.dtype, engine)
+        backend = self.new_backend(loaded, engine)
         self._run(backend.start())
         self.backend, self._backend_key = backend, key
         warm = self.options.warmup_requests
@@ -62,6 +120,11 @@ class ServingRunner:
                                   prompts, prefix="warmup-")
             self._run(run_load(backend, reqs, LoadPoint("concurrency", min(warm, 4)), timeout_s=self.options.timeout_s))
         return backend
+
+    def new_backend(self, loaded, engine):
+        """The backend a model's load points run on (one seam: another ServingBackend, e.g. an
+        OpenAI-compatible server, plugs in here; the load generator and metrics do not change)."""
+        return ContinuousBatchingBackend(loaded.model, engine, seed=self.options.seed)
 
     def _routing_table(self, loaded, prompts: PromptCache, point: ServingPoint):
         """Distinct experts per decode step vs batch (MoE only), from the last 64 tokens of the
@@ -222,7 +285,8 @@ class ServingRunner:
             "params_total": loaded.params.total, "params_active": loaded.params.active,
             "cuda_graphs": point.cuda_graphs, "engine": desc, "kv_blocks_total": desc.get("kv_blocks_total"),
             "kv_blocks_peak_used": desc.get("kv_blocks_peak_used"),
-            "kv_used_fraction_peak": desc.get("kv_used_fraction_peak"), "kv_block_tokens": desc.get("kv_block_tokens"),
+            "kv_used_fraction_peak": desc.get("kv_used_fraction_peak"),
+            "engine_sizing": self._sizing.get((point.model, point.dtype)), "kv_block_tokens": desc.get("kv_block_tokens"),
             "kv_cache_bytes": desc.get("kv_cache_bytes"), "saturation_rule": RULE,
             "records_path": self.options.records_path, "rounds": 1, "samples_kind": "per request",
         }
