@@ -62,17 +62,14 @@ def run(args) -> int:
     baseline = load_results(args.against) if getattr(args, "against", None) else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
     markdown, written = "", []
     if results.rows:
         report = Report(results, baseline)
-        markdown = report.markdown()
         written = report.write_plots(out)
+        markdown = report.markdown()
     if serving:  # load points of benchmarks/test_serving.py: their own section and plots
-        markdown = (markdown + "\n" if markdown else "# pytest-moeperf report\n\n") + serving_report.markdown(serving)
         written += serving_report.write_plots(serving, out)
+        markdown = (markdown + "\n" if markdown else "# pytest-moeperf report\n\n") + serving_report.markdown(serving)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     from .report_html import write_html
 
