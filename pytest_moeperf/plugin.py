@@ -78,6 +78,22 @@ def pytest_addoption(parser):
     add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
         help="compare even when the baseline was measured on another GPU kind")
     add("--moeperf-verdict-json", metavar="PATH", default=".moeperf/verdict.json", help="where to write the gate's verdicts")
+    # an OpenAI-compatible server instead of the in-process engine (docs/serving.md)
+    add("--moeperf-endpoint", metavar="URL", default=None,
+        help="benchmark the OpenAI-compatible server at URL (e.g. http://127.0.0.1:8000/v1); requests go only there")
+    add("--moeperf-endpoint-model", metavar="NAME", default=None, help="the model name the server expects")
+    add("--moeperf-endpoint-api", metavar="API", default=None, help="chat (default) or completions")
+    add("--moeperf-endpoint-timeout-s", metavar="S", default=None,
+        help="one request's time limit; past it the request is recorded as failed (default 60)")
+    add("--moeperf-endpoint-ready-timeout-s", metavar="S", default=None,
+        help="how long to wait for the server's first answer (load and warm-up; default 180)")
+    add("--moeperf-endpoint-eos-field", metavar="KIND", default=None,
+        help="how to force the output length past EOS: auto (default), ignore_eos, generation_config, none")
+    add("--moeperf-endpoint-gpu-index", metavar="N", default=None,
+        help="NVML index of the server's GPU when it is on this machine: energy is read from it (default: no energy)")
+    add("--moeperf-endpoint-tokenizer", metavar="PATH", default=None,
+        help="the served model's tokenizer (folder or id) to build exact prompts and check token counts "
+             "(default: the model name when it is a local folder)")
     add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
         help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
              "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
@@ -98,6 +114,9 @@ def pytest_configure(config):
         # valid run is refused here; GPU-only limits are checked at collection (options()).
         options = parse_options(get, cuda_available=gpu in GPU_KINDS)
         gpu = options.gpu
+        from .serving.endpoint import parse_endpoint  # pure: no httpx
+
+        parse_endpoint(get)
         if gpu in GPU_KINDS:
             from .session import check_gpu_kind
 

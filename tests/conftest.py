@@ -46,3 +46,17 @@ def tiny_checkpoint(tmp_path_factory):
         return made[model_name]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def transformers_server(tiny_checkpoint, tmp_path_factory):
+    """A real ``transformers serve`` of tiny-dense on 127.0.0.1 (a free port), started once per
+    session and stopped at its end; ``.base_url``, ``.model``, ``.process``, ``.log_tail()``."""
+    from transformers_server import start_transformers_serve
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = start_transformers_serve(str(tiny_checkpoint("tiny-dense")), str(log))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -277,7 +277,7 @@ def test_loading_the_plugin_imports_no_torch_transformers_or_pynvml(tmp_path):
         rc = pytest.main(["--co", "-q", "-p", "no:cacheprovider", {str(empty)!r}], plugins=[probe])
         print(json.dumps({{"rc": int(rc), "state": probe.state, "gate": probe.gate,
                           "plugin": "pytest_moeperf.plugin" in sys.modules,
-                          "heavy": [m for m in ("torch", "transformers", "pynvml", "scipy") if m in sys.modules]}}))
+                          "heavy": [m for m in ("torch", "transformers", "pynvml", "scipy", "httpx") if m in sys.modules]}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTEST_ADDOPTS": ""})
