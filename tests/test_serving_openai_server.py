@@ -179,7 +179,10 @@ def test_server_slower_than_the_load_is_reported_as_saturation(tiny_dense_dir, p
         return result
     result = asyncio.run(main())
     result.stdout.fnmatch_lines(["*http-stub-c48-n8-cc4*", "*concurrency sweep: knee at 1*"])
-    result.assert_outcomes(passed=2, skipped=1, warnings=2)
+    result.assert_outcomes(passed=2, skipped=1)
+    # the prompt-length warning once per load point that ran (other libraries may add their own
+    # warnings, e.g. accelerate 1.1's numpy.core deprecation at the floor: not counted here)
+    assert result.stdout.str().count("UserWarning: http-stub-c48-n8-cc") == 2, result.stdout.str()
     assert "beyond saturation" in result.stdout.str()
     # the stub counts 3 prompt tokens whatever it gets: reported per load point, not ignored
     result.stdout.fnmatch_lines(["*http-stub-c48-n8-cc1: the server counted a different prompt length than asked "
