@@ -1080,18 +1080,6 @@ def compare_documents(base_docs: Sequence[Mapping[str, Any]],
     rounds are pooled and the spread of their medians joins the baseline runs' in the
     run-to-run drift, which shrinks as sqrt(1/m + 1/k) with m runs here and k stored.
     """
-    head_docs = [head] if isinstance(head, Mapping) else list(head)
-    head_doc = head_docs[-1]
-    for doc in head_docs:
-        check_gpu(base_docs, doc, config)
-    index = index_baseline(base_docs)
-    cross = any(is_cross_machine(base_docs, doc) for doc in head_docs)
-    results = []
-    for bench in head_doc.get("benchmarks", []):
-        base, source = find_baseline(index, bench)
-        runs = baseline_history(head_docs, bench) if len(head_docs) > 1 else [bench]
-        head_bench = pool_runs(runs) if len(runs) > 1 else bench
-        results.append(compare_benchmark(base, head_bench, config, source, baseline_history(base_docs, bench),
-                                         bench_cross_machine(base, bench, cross),
-                                         [r.get("extra_info") or {} for r in runs] if len(runs) > 1 else ()))
-    return build_result(results, base_docs, config, head_doc)
+    from .gate_run import GateRun  # the one path every verdict takes (gate_run imports this module)
+
+    return GateRun(base_docs, config).compare(head)

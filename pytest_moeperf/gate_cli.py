@@ -10,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .gate import compare_documents, find_pyproject, load_documents, load_gate_config
+from .gate import find_pyproject, load_documents, load_gate_config
 from .gate_render import render_markdown, render_text
+from .gate_run import GateRun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     pyproject = args.pyproject if args.pyproject else find_pyproject(".")
     config = load_gate_config(pyproject, args.threshold, args.allow, args.strict, args.ignore_gpu)
-    base_docs = load_documents(args.base, all_runs=args.all_runs)
+    gate_run = GateRun.from_path(args.base, config, all_runs=args.all_runs)
     head_docs = [load_documents(path)[-1] for path in args.head]
-    result = compare_documents(base_docs, head_docs if len(head_docs) > 1 else head_docs[0], config)
+    result = gate_run.compare(head_docs)
     print(render_text(result, verbose=args.verbose))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

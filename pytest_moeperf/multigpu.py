@@ -529,23 +529,19 @@ def pytest_sessionfinish(session, exitstatus):
 def _gate_merged(session, doc: dict) -> None:
     """The in-pytest gate ran in no worker (benchmarks are off there): compare the merged cases here."""
     gp = session.config.pluginmanager.get_plugin("moeperf-gate")
-    if gp is None or getattr(gp, "index", None) is None:
+    if gp is None or getattr(gp, "run", None) is None:
         return
     from . import gate
 
     try:
-        gate.check_gpu(gp.base_docs, doc, gp.gate_config)
+        gp.run.set_head(doc)
     except gate.GpuMismatchError as exc:
         gp.status = f"not compared: {exc}"
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
-        gp.index = None
+        gp.run = None
         return
-    gp.head_machine_info = doc["machine_info"]
-    for bench in doc["benchmarks"]:
-        base, source = gate.find_baseline(gp.index, bench)
-        result = gate.compare_benchmark(base, bench, gp.gate_config, source)
-        gp.results.append(result)
-        if result.verdict == gate.FAIL:
+    for bench in doc["benchmarks"]:  # the same call as a plain run's, per finished test
+        if gp.run.judge(bench).verdict == gate.FAIL:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
