@@ -604,6 +604,8 @@ def combine_ranks(per_rank: list[dict]) -> dict:
 
 def tp_extra_info(info: dict, combined: dict, measured_rounds: int, tokens: int) -> dict:
     """The rank-0 extra_info: the single-GPU keys replaced by the sums over the TP group."""
+    from . import derived
+
     out = dict(info)
     out["tp_size"] = combined["tp_size"]
     out["per_gpu"] = combined["per_gpu"]
@@ -612,18 +614,15 @@ def tp_extra_info(info: dict, combined: dict, measured_rounds: int, tokens: int)
     energy = combined["energy_total_j"]
     out["energy_unavailable"] = combined["energy_unavailable"]
     if energy is not None and energy > 0 and measured_rounds and tokens:
-        out["energy_j"] = energy / measured_rounds
-        out["tokens_per_j"] = tokens / energy
-        out["j_per_1k_tokens"] = 1000.0 * energy / tokens
+        out["energy_j"] = derived.energy_per_round_j(energy, measured_rounds)
+        out["tokens_per_j"] = derived.tokens_per_j(tokens, energy)
+        out["j_per_1k_tokens"] = derived.j_per_1k_tokens(tokens, energy)
         out["energy_method"] = ("NVML total-energy counter per GPU (by UUID) over all measured rounds, "
                                 "summed over the TP group; gross board energy")
     else:
         out["energy_j"] = out["tokens_per_j"] = out["j_per_1k_tokens"] = None
-    active_b = (out.get("params_active") or 0) / 1e9
-    out["ape_energy"] = out["tokens_per_j"] / active_b if out.get("tokens_per_j") and active_b else None
-    peak = out.get("peak_allocated_bytes")
-    dec = out.get("decode_tokens_per_s")
-    out["tokens_per_s_per_gb"] = dec / (peak / 1e9) if dec and peak else None
+    eff = derived.efficiency(out)  # the group's summed peak memory and energy, as on one GPU
+    out["ape_energy"], out["tokens_per_s_per_gb"] = eff["ape_energy"], eff["tokens_per_s_per_gb"]
     samples = dict(out.get("samples") or {})
     samples["energy_j"] = [out["energy_j"]] if out.get("energy_j") is not None else []
     samples["tokens_per_j"] = [out["tokens_per_j"]] if out.get("tokens_per_j") is not None else []

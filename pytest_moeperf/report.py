@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import derived
 from .cases import DECODING_PRESETS, DEFAULTS
 from .schema import METRICS
 
@@ -327,38 +328,36 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def mem_bytes(r: Row) -> float | None:
-    """Peak memory: allocator peak on GPU, RSS on CPU."""
-    return r.v("peak_allocated_bytes") if r.v("peak_allocated_bytes") is not None else r.v("peak_rss_bytes")
+    return derived.peak_memory_bytes(r.v("peak_allocated_bytes"), r.v("peak_rss_bytes"))
 
+
+# A stored figure wins (it was measured with the run's own inputs); an older document without
+# it gets the same derived.py formula.
 
 def ape_decode(r: Row) -> float | None:
     if r.is_paper:
         return None  # the paper's APE-TPOT is built on e2e tokens/s
     if r.v("ape_tpot") is not None:
         return r.v("ape_tpot")
-    d, a = r.v("decode_tokens_per_s"), r.active_b
-    return d / a if d is not None and a else None
+    return derived.per_active_billion(r.v("decode_tokens_per_s"), r.v("params_active"))
 
 
 def ape_e2e(r: Row) -> float | None:
     if r.is_paper:
         return r.v("ape_tpot")
-    e, a = r.v("e2e_tokens_per_s"), r.active_b
-    return e / a if e is not None and a else None
+    return derived.ape_e2e(r.v("e2e_tokens_per_s"), r.v("params_active"))
 
 
 def ape_inv_ttft(r: Row) -> float | None:
     if r.v("ape_inv_ttft") is not None:
         return r.v("ape_inv_ttft")
-    t, a = r.v("ttft_ms"), r.active_b
-    return (1000.0 / t) / a if t and a else None
+    return derived.ape_inv_ttft(r.v("ttft_ms"), r.v("params_active"))
 
 
 def ape_energy(r: Row) -> float | None:
     if r.v("ape_energy") is not None:
         return r.v("ape_energy")
-    t, a = r.v("tokens_per_j"), r.active_b
-    return t / a if t is not None and a else None
+    return derived.per_active_billion(r.v("tokens_per_j"), r.v("params_active"))
 
 
 def decode_per_gb(r: Row) -> float | None:
@@ -366,15 +365,13 @@ def decode_per_gb(r: Row) -> float | None:
         return None
     if r.v("tokens_per_s_per_gb") is not None:
         return r.v("tokens_per_s_per_gb")
-    d, m = r.v("decode_tokens_per_s"), mem_bytes(r)
-    return d / (m / GB) if d is not None and m else None
+    return derived.per_gb(r.v("decode_tokens_per_s"), mem_bytes(r))
 
 
 def e2e_per_gb(r: Row) -> float | None:
     if r.is_paper:
         return r.v("tokens_per_s_per_gb")
-    e, m = r.v("e2e_tokens_per_s"), mem_bytes(r)
-    return e / (m / GB) if e is not None and m else None
+    return derived.per_gb(r.v("e2e_tokens_per_s"), mem_bytes(r))
 
 
 def _key(key: str, scale: float = 1.0) -> Callable[[Row], float | None]:

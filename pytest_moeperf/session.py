@@ -192,7 +192,7 @@ class MoeperfSession:
         return self._bandwidth
 
     def _roofline(self, loaded, info: dict) -> dict:
-        from .roofline import decode_step_bytes, roofline_fraction
+        from .derived import decode_step_bytes, roofline_fraction
 
         cfg = loaded.model.config
         step = decode_step_bytes(loaded.params.active, loaded.params.input_embedding, loaded.model.dtype.itemsize,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .derived import peak_memory_bytes
+
 COLUMNS = (  # header, extra_info key, scale, format
     ("TTFT ms", "ttft_ms", 1.0, "{:.1f}"),
     ("TPOT ms/tok", "tpot_ms", 1.0, "{:.2f}"),
@@ -18,7 +20,7 @@ COLUMNS = (  # header, extra_info key, scale, format
 
 def _cell(info: dict, key: str, scale: float, fmt: str) -> str:
     if key == "_peak_bytes":
-        value = info.get("peak_allocated_bytes") or info.get("peak_rss_bytes")
+        value = peak_memory_bytes(info.get("peak_allocated_bytes"), info.get("peak_rss_bytes"))
     else:
         value = info.get(key)
     return "—" if value is None else fmt.format(value * scale)
