@@ -26,7 +26,7 @@ from typing import Callable
 
 from . import derived
 from .cases import DECODING_PRESETS, DEFAULTS
-from .schema import METRICS
+from .schema import METRICS, METRICS_BY_KEY
 
 GB = 1e9
 GiB = 2.0**30
@@ -395,20 +395,25 @@ class Col:
         return self.short or self.header
 
 
+def metric_col(key: str, get: Callable[[Row], float | None] | None = None, **kw) -> Col:
+    """A column of one registry metric: header, unit and format from schema.METRICS."""
+    m = METRICS_BY_KEY[key]
+    fmt = _sig if m.fmt == "sig" else _fmt(int(m.fmt.strip(".f")))
+    return Col(m.header, get or _key(key), fmt, energy=m.kind == "energy", short=m.short, **kw)
+
+
 COL = {
-    "ttft": Col("TTFT (ms)", _key("ttft_ms"), _fmt(2)),
-    "ttft_p95": Col("TTFT p95 (ms)", _key("ttft_ms_p95"), _fmt(2)),
-    "tpot": Col("TPOT (ms/token)", _key("tpot_ms"), _fmt(2)),
-    "itl": Col("ITL p50 (ms)", _key("itl_ms_p50"), _fmt(2)),
-    "e2e_p50": Col("E2E p50 (ms)", _key("e2e_ms_p50"), _fmt(2)),
-    "e2e_p95": Col("E2E p95 (ms)", _key("e2e_ms_p95"), _fmt(2)),
-    "decode": Col("Decode throughput (tokens/s)", _key("decode_tokens_per_s"), _fmt(2), short="Decode (tokens/s)"),
-    "e2e": Col("E2E throughput incl. prefill, paper's \"TPOT\" (tokens/s)", _key("e2e_tokens_per_s"), _fmt(2),
-               short="E2E (tokens/s)"),
-    "energy": Col("Energy per generate() (J)", _key("energy_j"), _fmt(2), energy=True, short="Energy (J)"),
-    "tpj": Col("Tokens per joule (tokens/J)", _key("tokens_per_j"), _sig, energy=True, short="tokens/J"),
-    "j1k": Col("Energy per 1k tokens (J/1k tokens)", _key("j_per_1k_tokens"), _fmt(1), energy=True,
-               short="J/1k tokens"),
+    "ttft": metric_col("ttft_ms"),
+    "ttft_p95": metric_col("ttft_ms_p95"),
+    "tpot": metric_col("tpot_ms"),
+    "itl": metric_col("itl_ms_p50"),
+    "e2e_p50": metric_col("e2e_ms_p50"),
+    "e2e_p95": metric_col("e2e_ms_p95"),
+    "decode": metric_col("decode_tokens_per_s"),
+    "e2e": metric_col("e2e_tokens_per_s"),
+    "energy": metric_col("energy_j"),
+    "tpj": metric_col("tokens_per_j"),
+    "j1k": metric_col("j_per_1k_tokens"),
     "peak_gib": Col("Peak allocated (GiB)", _key("peak_allocated_bytes", 1 / GiB), _fmt(2),
                     short="Peak alloc. (GiB)"),
 }
@@ -722,11 +727,11 @@ class Report:
                "APE-TPOT and TPOT/GB divide its E2E \"TPOT\" (prefill included), so a paper baseline is "
                "compared with the E2E columns.", ""]
         cols = [Col("Active params (B)", lambda r: r.active_b, _sig, compare=False),
-                Col("APE decode, ours (tokens/s/B)", ape_decode, _sig, short="APE decode"),
+                metric_col("ape_tpot", ape_decode),
                 Col("APE E2E, paper's APE-TPOT (tokens/s/B)", ape_e2e, _sig, short="APE E2E"),
-                Col("APE-1/TTFT (1/s/B)", ape_inv_ttft, _sig, short="APE-1/TTFT"),
+                metric_col("ape_inv_ttft", ape_inv_ttft),
                 Col("APE-energy (tokens/J/B)", ape_energy, _sig, energy=True, short="APE-energy"),
-                Col("Decode per peak GB (tokens/s/GB)", decode_per_gb, _sig, short="Decode/GB"),
+                metric_col("tokens_per_s_per_gb", decode_per_gb),
                 Col("E2E per peak GB, paper's TPOT/GB (tokens/s/GB)", e2e_per_gb, _sig, short="E2E/GB")]
         lines = self.metric_table(self.largest(), self._keys("Model", "Context (tokens)"), cols)
         if self.base is not None and self.base.is_paper:

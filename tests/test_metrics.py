@@ -146,22 +146,29 @@ def test_batched_moe_step_reads_more_experts():
 
 # -- the per-token clock's own cost --------------------------------------------------------------
 
-def test_token_clock_costs_microseconds():
-    """The clock adds a perf_counter read and a (here no-op) sync per token: a few microseconds
-    against ~10 ms (static) to ~40 ms (eager) per token on the H200, far under 1%."""
+def test_sync_token_clock_reads_the_clock_after_the_device_sync(monkeypatch):
+    """The host stamp must include the wait for the device (a stamp read before the sync would
+    time the launch, not the token) and the clock never stops generate() itself."""
     import torch
 
-    from pytest_moeperf.measure import make_token_clock
+    from pytest_moeperf import measure
 
-    clock = make_token_clock(lambda: None)
-    ids = torch.zeros((1, 8), dtype=torch.long)
-    n = 5000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        clock(ids, None)
-    per_call_us = (time.perf_counter() - t0) / n * 1e6
-    assert len(clock.stamps) == n
-    assert per_call_us < 100.0  # 1% of a 10 ms token
+    now = [100.0]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: now[0])
+
+    def sync():  # the device finishes 5 ms after the host asks
+        now[0] += 0.005
+
+    clock = measure.make_token_clock(sync)
+    clock.begin(100.0)
+    ids = torch.zeros((2, 8), dtype=torch.long)
+    for _ in range(3):
+        stop = clock(ids, None)
+        now[0] += 0.001  # host work between tokens
+    assert clock.stamps == pytest.approx([100.005, 100.011, 100.017])
+    assert stop.shape == (2,) and not stop.any()
+    clock.begin(200.0)
+    assert clock.stamps == []
 
 
 class _FakeEvent:

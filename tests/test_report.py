@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import report
+from pytest_moeperf import derived, report
 from pytest_moeperf.cases import Case
 from pytest_moeperf.schema import METRICS, REQUIRED_KEYS
 
@@ -35,7 +35,6 @@ def _bench(case: Case, *, cpu: bool, scale: float = 1.0, **overrides) -> dict:
     ttft = 20.0 * slow
     tpot = 5.0 * slow
     e2e = ttft + tpot * (case.new_tokens - 1)
-    active_b = info["params_active"] / 1e9
     ei = {
         "model": case.model, "architecture": info["architecture"], "weights": f"test/{case.model}",
         "dtype": case.dtype, "backend": case.backend, "device_name": "cpu" if cpu else "NVIDIA H200",
@@ -54,11 +53,7 @@ def _bench(case: Case, *, cpu: bool, scale: float = 1.0, **overrides) -> dict:
         "j_per_1k_tokens": None if cpu else 1000 * 0.3 * e2e / case.new_tokens,
         "samples": {"ttft_ms": [ttft] * 3, "e2e_ms": [e2e] * 3},
     }
-    ei["ape_tpot"] = ei["decode_tokens_per_s"] / active_b
-    ei["ape_inv_ttft"] = (1000 / ttft) / active_b
-    ei["ape_energy"] = None if cpu else ei["tokens_per_j"] / active_b
-    mem = ei["peak_rss_bytes"] if cpu else ei["peak_allocated_bytes"]
-    ei["tokens_per_s_per_gb"] = ei["decode_tokens_per_s"] / (mem / 1e9)
+    ei.update(derived.efficiency(ei))  # as measure.py fills them
     ei.update(overrides)
     assert set(REQUIRED_KEYS) <= set(ei)
     return {
