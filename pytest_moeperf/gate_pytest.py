@@ -18,8 +18,7 @@ from . import gate
 from .gate import FAIL, INCONCLUSIVE, BaselineError, GateConfig, GateResult
 from .gate_render import render_benchmark_failure, render_text
 from .gate_run import GateRun
-
-DEFAULT_VERDICT_JSON = ".moeperf/verdict.json"
+from .options import DEFAULT_VERDICT_JSON
 
 
 class GatePlugin:

@@ -34,7 +34,7 @@ class TokenCountError(RuntimeError):
 @dataclass(frozen=True)
 class MeasureSettings:
     rounds: int = 10
-    warmup_rounds: int = 1
+    warmup_rounds: int = 0  # --moeperf-warmup-rounds' default: the two priming calls warm up already
     energy_window_s: float = 5.0
     energy_windows: int = 5
     max_rounds: int = 400
@@ -171,10 +171,14 @@ class CaseRunner:
     rounds_done: list = field(default_factory=list)
     windows: list = field(default_factory=list)
     calls: int = 0
-    warmup_rounds: int = 0
     first_call_s: float | None = None
     second_call_s: float | None = None
     planned_rounds: int | None = None  # set by plan_rounds: calls beyond warm-up + these are not recorded
+
+    @property
+    def warmup_rounds(self) -> int:
+        """Calls of ``round`` discarded before the measured ones (pytest-benchmark's warm-up)."""
+        return self.settings.warmup_rounds
 
     def __post_init__(self):
         import torch

@@ -290,7 +290,9 @@ class XdistController:
         self.gpus = gpus
         self.held: dict[str, int] = {}  # worker id -> NVML index
         self.logs: dict[str, tuple[str, int]] = {}  # worker id -> (log path, byte offset at start)
-        results = config.getoption("moeperf_results", None) or ".moeperf/results.jsonl"
+        from .options import DEFAULT_RESULTS_PATH
+
+        results = config.getoption("moeperf_results", None) or DEFAULT_RESULTS_PATH
         self.results = os.path.abspath(results)
         self.merged_path: str | None = None
         self.doc: dict | None = None

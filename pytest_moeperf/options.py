@@ -23,6 +23,11 @@ EXPERTS = ("eager", "grouped_mm", "batched_mm")
 DTYPES = ("bf16", "fp16", "fp32")
 CONTEXT_MODES = ("exact", "paper-truncate")
 
+# Where a run writes, when not told otherwise (the plugin's option help, the xdist controller
+# and the gate read these).
+DEFAULT_RESULTS_PATH = ".moeperf/results.jsonl"
+DEFAULT_VERDICT_JSON = ".moeperf/verdict.json"
+
 CPU_DEFAULTS = {"contexts": (64, 128), "new_tokens": (16,), "rounds": 10}
 GPU_DEFAULTS = {"contexts": (128, 512, 1024, 2048), "new_tokens": (64,), "rounds": 10}
 
@@ -168,6 +173,6 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
                       backends=tuple(backends), batch_sizes=tuple(batches), decodings=tuple(decodings),
                       experts=experts, context_modes=tuple(modes), weights=tuple(weights),
                       energy_window_s=window_s, energy_windows=windows,
-                      results_path=get("moeperf_results") or ".moeperf/results.jsonl", seed=seed,
+                      results_path=get("moeperf_results") or DEFAULT_RESULTS_PATH, seed=seed,
                       routing=bool(get("moeperf_routing")), compile_cache=get("moeperf_compile_cache"),
                       token_clock=token_clock)

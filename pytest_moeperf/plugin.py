@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from .options import BACKENDS, CONTEXT_MODES, DTYPES, EXPERTS, GPU_KINDS, parse_options
+from .options import (BACKENDS, CONTEXT_MODES, DEFAULT_RESULTS_PATH, DEFAULT_VERDICT_JSON, DTYPES, EXPERTS,
+                      GPU_KINDS, parse_options)
 
 SESSION_KEY = "_moeperf"
 
@@ -50,7 +51,7 @@ def pytest_addoption(parser):
     add("--moeperf-energy-window-s", metavar="S", default=None, help="energy window length in seconds (default 5, min 1)")
     add("--moeperf-energy-windows", metavar="N", default=None, help="energy windows per case (default 5)")
     add("--moeperf-results", metavar="PATH", default=None,
-        help="append each finished case to this JSON-lines log (default .moeperf/results.jsonl)")
+        help=f"append each finished case to this JSON-lines log (default {DEFAULT_RESULTS_PATH})")
     add("--moeperf-routing", action="store_true", default=False,
         help="also record MoE routing statistics (tokens per expert per layer, load, entropy) in an untimed pass")
     add("--moeperf-compile-cache", metavar="DIR", default=None,
@@ -73,7 +74,7 @@ def pytest_addoption(parser):
     add("--moeperf-gate-strict", action="store_true", default=False, help="INCONCLUSIVE verdicts also fail the run")
     add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
         help="compare even when the baseline was measured on another GPU kind")
-    add("--moeperf-verdict-json", metavar="PATH", default=".moeperf/verdict.json", help="where to write the gate's verdicts")
+    add("--moeperf-verdict-json", metavar="PATH", default=DEFAULT_VERDICT_JSON, help="where to write the gate's verdicts")
 
 
 def _getter(config):

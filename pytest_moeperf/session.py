@@ -148,10 +148,9 @@ class MoeperfSession:
             others = gpu.other_processes() if gpu is not None else []
             runner = CaseRunner(loaded, case, self.settings(), gpu=gpu, energy_meter=self.energy_meter,
                                 energy_unavailable=self.energy_unavailable, idle_power_w=self.idle_power_w)
-            runner.warmup_rounds = self.options.warmup_rounds
             runner.prime()
             rounds = runner.plan_rounds()
-            run_rounds(runner.round, rounds, self.options.warmup_rounds)
+            run_rounds(runner.round, rounds, runner.warmup_rounds)
             if gpu is not None:
                 others = others + [p for p in gpu.other_processes() if p not in others]
             info = runner.extra_info(self.device_name)
