@@ -553,8 +553,9 @@ class _CaseRef:
 
 
 def _case_id(bench: dict) -> str:
-    name = bench.get("name", "")
-    return name[name.index("[") + 1:-1] if "[" in name and name.endswith("]") else name
+    """The case's id as pytest-benchmark stored it (the parametrize id), not parsed from the name."""
+    params = bench.get("params") if isinstance(bench.get("params"), dict) else {}
+    return str(params.get("moeperf_case") or bench.get("param") or bench.get("name", ""))
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import derived
-from .cases import DECODING_PRESETS, DEFAULTS
+from .cases import DEFAULTS
 from .schema import METRICS, METRICS_BY_KEY
 
 GB = 1e9
@@ -68,11 +67,8 @@ def run(args) -> int:
 # --------------------------------------------------------------------------------------------
 # loading
 
-_ID_RE = re.compile(r"^(?P<model>.+?)-c(?P<ctx>\d+)-n(?P<new>\d+)(?:-(?P<rest>.+))?$")
-_DTYPE_RE = re.compile(r"^(bf16|fp16|fp32|fp8|f16|f32|int8|int4|mxfp4|nf4)$")
 _DTYPE_ALIASES = {"bfloat16": "bf16", "torch.bfloat16": "bf16", "float16": "fp16", "half": "fp16",
                   "torch.float16": "fp16", "float32": "fp32", "float": "fp32", "torch.float32": "fp32"}
-_BACKENDS = ("eager", "static", "compile", "vllm", "sglang", "tensorrt", "trtllm")
 
 
 def _num(x) -> float | None:
@@ -89,7 +85,7 @@ class Row:
     context: int | None
     new_tokens: int | None
     axes: dict
-    extra_tokens: tuple
+    extra_tokens: tuple  # variants beyond the Case axes (tensor parallel: ("tp2",))
     ei: dict
     stats: dict
     series: str = ""
@@ -154,70 +150,37 @@ def _case_id(bench: dict) -> str:
     if isinstance(bench.get("param"), str) and bench["param"]:
         return bench["param"]
     for key in ("name", "fullname"):
-        m = re.search(r"\[(.+)\]$", str(bench.get(key) or ""))
-        if m:
-            return m.group(1)
+        name = str(bench.get(key) or "")
+        if name.endswith("]") and "[" in name:
+            return name[name.index("[") + 1:-1]
     return str(bench.get("name") or bench.get("fullname") or "?")
 
 
-def _parse_rest(rest: str | None) -> tuple[dict, tuple]:
-    axes: dict = {}
-    extra: list[str] = []
-    tokens = rest.split("-") if rest else []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok == "paper" and i + 1 < len(tokens) and tokens[i + 1] == "truncate":
-            axes["context_mode"] = "paper-truncate"
-            i += 2
-            continue
-        if _DTYPE_RE.match(tok):
-            axes["dtype"] = tok
-        elif tok in _BACKENDS:
-            axes["backend"] = tok
-        elif re.fullmatch(r"b\d+", tok):
-            axes["batch_size"] = int(tok[1:])
-        elif tok in DECODING_PRESETS:
-            axes["decoding"] = tok
-        elif tok.startswith("experts_"):
-            axes["experts"] = tok[len("experts_"):]
-        else:
-            extra.append(tok)
-        i += 1
-    return axes, tuple(extra)
+def _int(x) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
 def _row(bench: dict) -> Row:
+    """Every axis from extra_info, where the measurement wrote it (ids are never parsed back)."""
     case_id = _case_id(bench)
     ei = bench.get("extra_info") if isinstance(bench.get("extra_info"), dict) else {}
     stats = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
-    m = _ID_RE.match(case_id)
-    model, ctx, new = case_id, None, None
-    axes, extra = {}, ()
-    if m:
-        model, ctx, new = m.group("model"), int(m.group("ctx")), int(m.group("new"))
-        axes, extra = _parse_rest(m.group("rest"))
-    # extra_info wins where it states an axis
-    if isinstance(ei.get("model"), str) and ei["model"]:
-        model = ei["model"]
-    for key, target in (("context_tokens", "ctx"), ("new_tokens", "new")):
-        val = ei.get(key)
-        if isinstance(val, int) and not isinstance(val, bool):
-            if target == "ctx":
-                ctx = val
-            else:
-                new = val
+    model = ei["model"] if isinstance(ei.get("model"), str) and ei["model"] else case_id
+    axes: dict = {}
     dtype = ei.get("dtype")
     if isinstance(dtype, str) and dtype:
         axes["dtype"] = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
     for key in ("backend", "decoding", "context_mode"):
         if isinstance(ei.get(key), str) and ei[key]:
             axes[key] = ei[key]
-    if isinstance(ei.get("batch_size"), int) and not isinstance(ei.get("batch_size"), bool):
+    if _int(ei.get("batch_size")) is not None:
         axes["batch_size"] = ei["batch_size"]
     if "experts" in ei and (ei["experts"] is None or isinstance(ei["experts"], str)):
         axes["experts"] = ei["experts"]
-    return Row(case_id, model, ctx, new, axes, extra, ei, stats)
+    # a variant the Case axes do not name (a tensor-parallel group): never a core row
+    tp = _int(ei.get("tp_size"))
+    extra = (f"tp{tp}",) if tp and tp > 1 else ()
+    return Row(case_id, model, _int(ei.get("context_tokens")), _int(ei.get("new_tokens")), axes, extra, ei, stats)
 
 
 @dataclass
