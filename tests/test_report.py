@@ -274,7 +274,8 @@ def test_robust_to_missing_keys(tmp_path):
     doc = cpu_run()
     sparse = copy.deepcopy(doc)
     for b in sparse["benchmarks"]:
-        b["extra_info"] = {k: v for k, v in b["extra_info"].items() if k in ("ttft_ms", "e2e_tokens_per_s")}
+        b["extra_info"] = {k: v for k, v in b["extra_info"].items()
+                           if k in ("model", "context_tokens", "new_tokens", "ttft_ms", "e2e_tokens_per_s")}
         b.pop("params")
         b.pop("stats")
     sparse.pop("machine_info")
@@ -282,4 +283,18 @@ def test_robust_to_missing_keys(tmp_path):
     md = _run(_write(tmp_path / "sparse.json", sparse), tmp_path / "out")
     assert "### Table 8:" in md
     t3 = _table_lines(md, "### Table 3")
-    assert len(t3) == 2 + 4  # ids parsed from the test names
+    assert len(t3) == 2 + 4  # axes from extra_info, metrics missing
+
+
+def test_axes_come_from_extra_info_not_from_the_id(tmp_path):
+    doc = cpu_run()
+    for b in doc["benchmarks"]:  # an id that says one thing, extra_info another: extra_info wins
+        b["param"] = b["name"] = "renamed-c9-n9-fp32-static"
+        b["fullname"] = f"t::{b['fullname']}"
+    rows = report.load_results(_write(tmp_path / "r.json", doc)).rows
+    assert {(r.model, r.context, r.new_tokens) for r in rows} == {(m, c, 16) for m in MODELS for c in (64, 128)}
+    assert all(r.core and r.axes["dtype"] == "bf16" for r in rows)
+    for b in doc["benchmarks"]:
+        b["extra_info"] = {"ttft_ms": 1.0}  # no axes at all: shown under its id, never guessed from it
+    row = report.load_results(_write(tmp_path / "r.json", doc)).rows[0]
+    assert (row.model, row.context, row.axes) == ("renamed-c9-n9-fp32-static", None, {})
