@@ -104,6 +104,9 @@ class NvmlDevice:
         return float(_call(n, "nvmlDeviceGetPowerUsage", n.nvmlDeviceGetPowerUsage, self.handle)) / 1000.0
 
     # --- health ---------------------------------------------------------------------------
+    def throttle_mask(self) -> int:
+        return throttle_mask(self.nvml)
+
     def clock_event_reasons(self) -> int:
         n = self.nvml
         fn = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
@@ -183,16 +186,17 @@ def throttle_mask(pynvml) -> int:
 class EnergyMeter:
     """begin_window/end_window over the total-energy counter; the caller synchronizes first."""
 
-    def __init__(self, device: NvmlDevice):
-        self.device = device
+    def __init__(self, device, clock=time.perf_counter):
+        self.device = device  # a gpu.Gpu
+        self.clock = clock  # seconds; tests hand in a fake one with a fake Gpu
         device.energy_mj()  # fail now, with the reason, if the counter is unsupported
 
     def begin_window(self) -> WindowStart:
-        return WindowStart(t_s=time.perf_counter(), counter_mj=self.device.energy_mj())
+        return WindowStart(t_s=self.clock(), counter_mj=self.device.energy_mj())
 
     def end_window(self, start: WindowStart, rounds: int = 0, tokens: int = 0) -> EnergyWindow:
         mj = self.device.energy_mj()
-        t = time.perf_counter()
+        t = self.clock()
         return EnergyWindow(duration_s=t - start.t_s, energy_j=(mj - start.counter_mj) / 1000.0,
                             rounds=rounds, tokens=tokens)
 

@@ -221,11 +221,7 @@ class CaseRunner:
         self._window_tokens = 0
         self.pre_decode_allocated_bytes = None
         self.last_cache = None
-        self.throttle_mask = None
-        if self.gpu is not None:
-            from .energy import throttle_mask
-
-            self.throttle_mask = throttle_mask(self.gpu.nvml)
+        self.throttle_mask = self.gpu.throttle_mask() if self.gpu is not None else None
 
     # --- one generate call -------------------------------------------------------------------
     def _generate(self, round_index: int, with_clock: bool = True) -> tuple[RoundTiming, object]:
@@ -322,7 +318,7 @@ class CaseRunner:
         if self.energy_meter is not None:
             self._window_rounds += 1
             self._window_tokens += timing.new_tokens * timing.batch_size
-            if time.perf_counter() - self._window_start.t_s >= self.settings.energy_window_s:
+            if self.energy_meter.clock() - self._window_start.t_s >= self.settings.energy_window_s:
                 self._close_window()
 
     def _begin_measurement(self):

@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from .gpu import normalize_uuid
+
 XDIST_KEY = "_moeperf_xdist"
 GROUP_PREFIX = "moeperf-"
 
@@ -227,10 +229,6 @@ def _benchmark_version() -> str:
         return "moeperf-xdist-merge"
 
 
-def _normalize_uuid(u) -> str:
-    return str(u or "").lower().removeprefix("gpu-")
-
-
 # =============================================================================================
 # the pytest-xdist plugin
 # =============================================================================================
@@ -249,28 +247,14 @@ def _is_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def _nvml_gpus() -> list[dict] | None:
-    from .energy import _nvml
-
-    try:
-        n = _nvml()
-        out = []
-        for i in range(int(n.nvmlDeviceGetCount())):
-            h = n.nvmlDeviceGetHandleByIndex(i)
-            uuid, name = n.nvmlDeviceGetUUID(h), n.nvmlDeviceGetName(h)
-            out.append({"index": i, "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
-                        "name": name.decode() if isinstance(name, bytes) else name})
-        return out
-    except Exception:
-        return None
-
-
 def discover_gpus(config) -> list[dict]:
     """The controller's GPU list; nothing here initialises CUDA in a worker."""
     if str(config.getoption("moeperf_gpu", None) or "auto").lower() == "cpu":
         return []
     requested = parse_gpu_list(config.getoption("moeperf_gpus", None))
-    nvml = _nvml_gpus()
+    from .gpu import list_gpus
+
+    nvml = list_gpus()
     if nvml is None and requested is None:
         try:  # no NVML: torch's count (the controller never runs a case, so initialising CUDA here is harmless)
             import torch
@@ -499,7 +483,7 @@ def worker_gpu_identity(config) -> dict:
         ident["name"] = ident["name"] or torch.cuda.get_device_name(0)
         ident["uuid"] = ident["uuid"] or (f"GPU-{torch_uuid}" if torch_uuid else None)
         for what, other in (("torch's cuda:0", torch_uuid), ("the assigned GPU", assigned.get("uuid"))):
-            if other and ident["uuid"] and _normalize_uuid(other) != _normalize_uuid(ident["uuid"]):
+            if other and ident["uuid"] and normalize_uuid(other) != normalize_uuid(ident["uuid"]):
                 raise RuntimeError(f"worker {wid}: NVML reads {ident['uuid']} but {what} is {other}; "
                                    "energy would come from another board (check CUDA_DEVICE_ORDER)")
     return ident

@@ -159,7 +159,9 @@ class MoeperfState:
         elif (self.config.getoption("moeperf_gpu", None) or "auto").lower() != "cpu":
             # before any case ran (the gate checks the GPU at session start): NVML alone names
             # the GPU, without importing torch
-            info["gpu"] = _nvml_identity()
+            from .gpu import identity_or_none
+
+            info["gpu"] = identity_or_none()
         return info
 
     def log_case(self, bench: dict) -> None:
@@ -280,15 +282,6 @@ def _report_line(report) -> str:
         if ln.startswith("E ") or "Failed:" in ln:
             return ln.removeprefix("E").strip()
     return lines[-1] if lines else "failed"
-
-
-def _nvml_identity() -> dict | None:
-    from .energy import EnergyUnavailable, GpuQueryError, NvmlDevice
-
-    try:
-        return NvmlDevice().identity()
-    except (EnergyUnavailable, GpuQueryError):
-        return None
 
 
 def _version() -> str:

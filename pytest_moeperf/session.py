@@ -74,7 +74,9 @@ class MoeperfSession:
                 from .energy import EnergyMeter
 
                 try:
-                    self._gpu = _nvml_device_of_cuda0()
+                    from .gpu import cuda0_device
+
+                    self._gpu = cuda0_device()
                     self._meter = EnergyMeter(self._gpu)
                     self.idle_power_w = self._measure_idle_power()
                 except Exception as exc:
@@ -210,30 +212,6 @@ class MoeperfSession:
                 torch.cuda.empty_cache()
         except Exception:
             pass
-
-
-def _torch_gpu_uuid() -> str | None:
-    """NVML UUID of the GPU torch calls cuda:0, so energy, clocks and processes are read from the
-    board being measured whatever CUDA_VISIBLE_DEVICES holds (an index, a UUID, a MIG id)."""
-    try:
-        import torch
-
-        uuid = str(torch.cuda.get_device_properties(0).uuid)
-    except Exception:
-        return None
-    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
-
-
-def _nvml_device_of_cuda0():
-    from .energy import GpuQueryError, NvmlDevice
-
-    uuid = _torch_gpu_uuid()
-    if uuid:
-        try:
-            return NvmlDevice(uuid=uuid)
-        except GpuQueryError:  # a MIG slice or an id NVML does not take: the visible index
-            pass
-    return NvmlDevice()
 
 
 def _median(values):
