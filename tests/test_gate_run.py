@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import scipy.stats  # noqa: F401  in-process pytester runs restore sys.modules; C extensions must load once
 
 from pytest_moeperf import gate
 from pytest_moeperf.gate_run import GateRun
@@ -25,13 +26,18 @@ import json
 from pytest_moeperf import session
 
 _BENCH = json.load(open({str(HEAD)!r}))["benchmarks"][0]
+_REAL = session.MoeperfSession.measure_case
 
 def _replay(self, case, run_rounds):
     assert case.fullname == _BENCH["fullname"], case.fullname
     run_rounds(lambda: None, 2, 0)
     return dict(_BENCH["extra_info"])
 
-session.MoeperfSession.measure_case = _replay
+def pytest_configure(config):
+    session.MoeperfSession.measure_case = _replay
+
+def pytest_unconfigure(config):  # the plain run is in-process: leave the class as it was
+    session.MoeperfSession.measure_case = _REAL
 """
 CASE = ("--moeperf-models", "gpt-oss-20b", "--moeperf-contexts", "2048", "--moeperf-new-tokens", "64",
         "--moeperf-backend", "static")
@@ -49,7 +55,8 @@ def test_xdist_and_plain_runs_get_the_same_verdicts(pytester: pytest.Pytester):
     docs = {}
     for label, extra in (("plain", ()), ("xdist", ("-p", "xdist", "-n", "2", "--dist", "loadgroup"))):
         verdict = pytester.path / f"{label}.json"
-        result = pytester.runpytest_subprocess(
+        run = pytester.runpytest_inprocess if label == "plain" else pytester.runpytest_subprocess
+        result = run(
             "-p", "no:cacheprovider", f"--rootdir={pytester.path}", *CASE, "--moeperf-gate", "auto", f"--benchmark-storage=file://{STATIC}", "--moeperf-verdict-json", str(verdict),
             "--moeperf-results", str(pytester.path / f"{label}.jsonl"), *extra, "benchmarks")
         docs[label] = json.loads(verdict.read_text())
@@ -60,3 +67,6 @@ def test_xdist_and_plain_runs_get_the_same_verdicts(pytester: pytest.Pytester):
     assert _verdicts(cli.to_json()) == _verdicts(docs["plain"])
     assert docs["plain"]["verdict"] != gate.PASS  # one run of the 8 % slower decode: not passed either way
     assert (pytester.path / "xdist.merged.json").exists()  # no --benchmark-json: the default merged path
+    from pytest_moeperf import session
+
+    assert session.MoeperfSession.measure_case.__name__ == "measure_case"  # the replay is gone again
