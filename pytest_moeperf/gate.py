@@ -120,8 +120,8 @@ class GateConfig:
     # Cuts false FAILs of same-code runs 2-6x where the spread is near the threshold, and
     # keeps the power for a 10% slowdown at CV 3%, 10 rounds (see docs/gate.md).
     margin_fraction: float = 0.5
-    memory_tolerance_pct: float = 2.0
-    memory_tolerance_bytes: int = 256 * MIB
+    memory_tolerance_pct: float = schema.THRESHOLD_BY_KIND_PCT["memory"]
+    memory_tolerance_bytes: int = schema.MEMORY_TOLERANCE_BYTES
     # an improvement beyond this suggests refreshing the baseline; None: the metric's threshold
     improvement_warn_pct: float | None = None
     strict: bool = False
