@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from . import history_gate
 from .gate import find_pyproject, load_documents, load_gate_config
 from .gate_render import render_markdown, render_text
 from .gate_run import GateRun
@@ -34,20 +35,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-gpu", action="store_true", help="compare even if the GPUs differ")
     parser.add_argument("--all-runs", action="store_true",
                         help="with a BASE folder, use every stored run (a benchmark's newest wins), not the newest only")
+    parser.add_argument("--baseline-segment", choices=("all", "last-stable"), default=None,
+                        help="last-stable: with a BASE folder, pool per benchmark the stored runs since its newest "
+                             "change point (python -m pytest_moeperf history; needs apache-otava)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show every metric, PASS included")
 
 
 def run(args: argparse.Namespace) -> int:
     pyproject = args.pyproject if args.pyproject else find_pyproject(".")
     config = load_gate_config(pyproject, args.threshold, args.allow, args.strict, args.ignore_gpu)
-    gate_run = GateRun.from_path(args.base, config, all_runs=args.all_runs)
+    segment = getattr(args, "baseline_segment", None) == "last-stable"
+    base_docs = load_documents(args.base, all_runs=args.all_runs or segment)
+    choice = history_gate.last_stable(base_docs) if segment else None
     head_docs = [load_documents(path)[-1] for path in args.head]
-    result = gate_run.compare(head_docs)
-    print(render_text(result, verbose=args.verbose))
+    result = GateRun(choice.docs if choice else base_docs, config, choice).compare(head_docs)
+    lines = [f"baseline segment: {note}" for note in choice.notes] if choice else []
+    print("\n".join([*lines, render_text(result, verbose=args.verbose)]))
     if args.json:
+        doc = result.to_json()
+        if choice:
+            doc["baseline_segment"] = choice.to_json()
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     if args.markdown:
         with open(args.markdown, "a", encoding="utf-8") as fh:  # the step summary is appended to
-            fh.write(render_markdown(result))
+            fh.write("".join(f"- baseline segment: {note}\n" for note in lines and choice.notes)
+                     + ("\n" if lines else "") + render_markdown(result))
     return result.exit_code(config.strict)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from . import gate
+from . import gate, history_gate
 from .gate import FAIL, INCONCLUSIVE, BaselineError, GateConfig, GateResult
 from .gate_render import render_benchmark_failure, render_text
 from .gate_run import GateRun
@@ -31,6 +31,7 @@ class GatePlugin:
         self.status = ""  # why there is nothing to compare with, shown in the summary
         self.result: GateResult | None = None
         self.verdict_path: Path | None = None
+        self.segment: history_gate.SegmentChoice | None = None  # --moeperf-baseline-segment last-stable
 
     # -- setup: after every pytest_configure, so pytest-benchmark's session exists ------------
 
@@ -58,8 +59,17 @@ class GatePlugin:
         return docs
 
     def _resolve_baseline(self) -> list[dict]:
+        segment = history_gate.check_segment(str(self._opt("moeperf_baseline_segment", "all")),
+                                             "--moeperf-baseline-segment")
+        docs = self._baseline_docs(all_runs=segment == "last-stable")
+        if segment == "last-stable" and docs:
+            self.segment = history_gate.last_stable(docs)
+            return list(self.segment.docs)
+        return docs
+
+    def _baseline_docs(self, all_runs: bool) -> list[dict]:
         if self.mode not in ("auto", "off"):
-            return gate.load_documents(self.mode)
+            return gate.load_documents(self.mode, all_runs=all_runs)
         docs = self._compared_docs()
         if docs:
             return docs
@@ -87,7 +97,7 @@ class GatePlugin:
                 self._opt("moeperf_allow", []), bool(self._opt("moeperf_gate_strict", False)),
                 bool(self._opt("moeperf_gate_ignore_gpu", False)))
             self.base_docs = self._resolve_baseline()
-            run = GateRun(self.base_docs, self.gate_config)
+            run = GateRun(self.base_docs, self.gate_config, self.segment)
             run.set_head(self._head_doc())
         except (BaselineError, gate.GpuMismatchError) as exc:
             raise pytest.UsageError(f"moeperf gate: {exc}") from None
@@ -124,6 +134,8 @@ class GatePlugin:
         self.result = self.run.result()
         doc = self.result.to_json()
         doc["status"] = self.status or "compared"
+        if self.segment is not None:
+            doc["baseline_segment"] = self.segment.to_json()
         try:
             self.verdict_path.parent.mkdir(parents=True, exist_ok=True)
             self.verdict_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -142,6 +154,8 @@ class GatePlugin:
         tr.write_sep("-", "moeperf gate")
         if self.status:
             tr.write_line(self.status)
+        for note in self.segment.notes if self.segment is not None else ():
+            tr.write_line(f"baseline segment: {note}")
         tr.write_line(render_text(self.result, verbose=tr.config.getoption("verbose", 0) > 0))
         if self.gate_config.strict and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks):
             tr.write_line("strict: INCONCLUSIVE benchmarks fail the session", red=True)

@@ -20,9 +20,12 @@ from .gate import BenchmarkResult, GateConfig, GateResult
 class GateRun:
     """Judge head benchmarks against ``base_docs`` (oldest first; the newest run is the baseline)."""
 
-    def __init__(self, base_docs: Sequence[Mapping[str, Any]], config: GateConfig) -> None:
+    def __init__(self, base_docs: Sequence[Mapping[str, Any]], config: GateConfig, segment: Any = None) -> None:
+        """``segment``: history_gate's SegmentChoice when the baseline is the last stable segment
+        (``base_docs`` are then its documents): a benchmark it could not judge is INCONCLUSIVE."""
         self.base_docs = list(base_docs)
         self.config = config
+        self.segment = segment
         self.index = gate.index_baseline(self.base_docs)
         self.results: list[BenchmarkResult] = []
         self.head_docs: list[Mapping[str, Any]] = []
@@ -51,6 +54,10 @@ class GateRun:
             base, head_bench, self.config, source, gate.baseline_history(self.base_docs, bench),
             gate.bench_cross_machine(base, bench, self._cross),
             [r.get("extra_info") or {} for r in head_runs] if len(head_runs) > 1 else ())
+        if self.segment is not None:
+            from .history_gate import judge
+
+            result = judge(result, self.segment)
         self.results.append(result)
         return result
 

@@ -465,6 +465,11 @@ class CaseRunner:
         }
         return info
 
+    @property
+    def energy_windows_kept(self) -> int:
+        """Energy windows closed so far that the figures will use."""
+        return len(self._valid_windows())
+
     def _valid_windows(self) -> list:
         """Windows the energy figures use: with rounds, tokens and a positive counter delta."""
         return [w for w in self.windows if w.rounds and w.tokens and w.energy_j > 0]

@@ -75,6 +75,9 @@ def pytest_addoption(parser):
     add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
         help="compare even when the baseline was measured on another GPU kind")
     add("--moeperf-verdict-json", metavar="PATH", default=DEFAULT_VERDICT_JSON, help="where to write the gate's verdicts")
+    add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
+        help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
+             "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
 
 
 def _getter(config):
@@ -106,6 +109,12 @@ def pytest_configure(config):
     state = MoeperfState(config)
     setattr(config, SESSION_KEY, state)
     config.pluginmanager.register(state, "moeperf-state")
+    if not hasattr(config, "workerinput"):  # an xdist worker's terminal goes nowhere
+        from .progress_pytest import TerminalProgress
+
+        state.progress = TerminalProgress(config)
+        state.progress.track_cases(state.case_of)
+        config.pluginmanager.register(state.progress, "moeperf-progress")
     try:
         from .gate_pytest import GatePlugin
     except ImportError:  # the gate module is optional at import time of partial installs
@@ -125,6 +134,7 @@ class MoeperfState:
         self.cases_by_id: dict = {}  # case id -> Case, filled at parametrization
         self.resumed: list[str] = []  # case ids skipped by --moeperf-resume
         self._usage_error: pytest.UsageError | None = None  # raised after collection: exit 4, no traceback
+        self.progress = None  # progress_pytest.TerminalProgress, set at configure (not on xdist workers)
 
     @property
     def session(self):
@@ -136,7 +146,15 @@ class MoeperfState:
 
             options = self.options()
             self._session = MoeperfSession(options, log=ResultsLog(options.results_path, options_fingerprint(options)))
+            if self.progress is not None:
+                self._session.progress = self.progress
         return self._session
+
+    def case_of(self, item):
+        """The Case a collected item measures, or None for other tests."""
+        spec = getattr(item, "callspec", None)
+        case_id = spec.params.get("moeperf_case") if spec is not None else None
+        return self.cases_by_id.get(case_id) if case_id is not None else None
 
     def options(self):
         import torch

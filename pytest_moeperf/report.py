@@ -25,15 +25,21 @@ from typing import Callable
 
 from . import derived
 from .cases import DEFAULTS
+from .report_format import DASH, MAX_COLUMNS, change, fmt, pct, sig, split_table, table, without_unit
 from .schema import METRICS, METRICS_BY_KEY
 
 GB = 1e9
 GiB = 2.0**30
-DASH = "—"
 
 ABLATION_TABLES = ("9", "10", "11", "12")
-PLOT_FILES = ("ttft_vs_context.png", "tpot_vs_context.png", "decode_tps_vs_context.png",
-              "j_per_1k_vs_context.png", "peak_vram.png", "ape.png")
+
+def _plot_files() -> tuple[str, ...]:
+    from .report_plots import PLOTS
+
+    return tuple(spec.file for spec in PLOTS)
+
+
+PLOT_FILES = _plot_files()
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,13 +60,13 @@ def run(args) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results, baseline)
-    markdown = report.markdown()
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
     written = report.write_plots(out)
+    markdown = report.markdown()
     (out / "report.md").write_text(markdown, encoding="utf-8")
-    print(f"wrote {out / 'report.md'} and {len(written)} plots")
+    from .report_html import write_html
+
+    page = write_html(markdown, out)
+    print(f"wrote {out / 'report.md'}, {page} (self-contained) and {len(written)} plots")
     return 0
 
 
@@ -251,39 +257,8 @@ def load_results(path) -> Results:
 # formatting
 
 
-def _fmt(nd: int) -> Callable[[float | None], str]:
-    def f(x):
-        return DASH if x is None else f"{x:,.{nd}f}"
-    return f
-
-
-def _sig(x: float | None) -> str:
-    if x is None:
-        return DASH
-    if x == 0:
-        return "0"
-    return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.1f}"
-
-
-def _pct(x: float | None) -> str:
-    return DASH if x is None else f"{x:+.1f}"
-
-
-def _change(new: float | None, old: float | None) -> float | None:
-    if new is None or old is None or old == 0:
-        return None
-    return (new - old) / abs(old) * 100.0
-
-
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(_cell(h) for h in headers) + " |",
-             "| " + " | ".join("---" for _ in headers) + " |"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return lines
+# (in report_format.py; the short names are kept for the code below)
+_fmt, _sig, _pct, _change, _table = fmt, sig, pct, change, table
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,10 +327,16 @@ class Col:
     compare: bool = True
     energy: bool = False
     short: str | None = None
+    paper_name: str | None = None  # what the paper calls its figure compared with this one
 
     @property
     def label(self) -> str:
         return self.short or self.header
+
+    @property
+    def name(self) -> str:
+        """The label without its unit: baseline and change columns repeat this, the unit stays in the header."""
+        return without_unit(self.label)
 
 
 def metric_col(key: str, get: Callable[[Row], float | None] | None = None, **kw) -> Col:
@@ -373,12 +354,12 @@ COL = {
     "e2e_p50": metric_col("e2e_ms_p50"),
     "e2e_p95": metric_col("e2e_ms_p95"),
     "decode": metric_col("decode_tokens_per_s"),
-    "e2e": metric_col("e2e_tokens_per_s"),
+    "e2e": metric_col("e2e_tokens_per_s", paper_name="TPOT"),
     "energy": metric_col("energy_j"),
     "tpj": metric_col("tokens_per_j"),
     "j1k": metric_col("j_per_1k_tokens"),
-    "peak_gib": Col("Peak allocated (GiB)", _key("peak_allocated_bytes", 1 / GiB), _fmt(2),
-                    short="Peak alloc. (GiB)"),
+    "peak_gb": Col("Peak allocated (GB)", _key("peak_allocated_bytes", 1 / GB), _fmt(2),
+                   short="Peak alloc. (GB)"),
 }
 
 
@@ -392,6 +373,7 @@ class Report:
         self.base = baseline
         self.footnotes: dict[str, int] = {}
         self.shown: set[str] = set()
+        self.plots_written = None  # the PlotSpecs drawn by write_plots (None: not drawn yet, list them all)
 
     # ---- helpers -------------------------------------------------------------------------
     def note(self, text: str) -> str:
@@ -441,38 +423,52 @@ class Report:
             return DASH + self.note(f"energy not measured: {r.ei['energy_unavailable']}")
         return col.fmt(value)
 
+    def paper_side(self) -> bool:
+        return self.base is not None and self.base.is_paper
+
     def metric_table(self, rows: list[Row], keys: list[tuple[str, Callable[[Row], str]]], cols: list[Col],
                      table: str | None = None) -> list[str]:
+        """Key columns, then per metric its column and, where the baseline has it under the same
+        definition, the baseline's value and the change right after it; split into parts of at most
+        report_format.MAX_COLUMNS columns. Key columns after the first that hold one value in every
+        row are said once above the table instead."""
         if not rows:
             return ["_No cases for this table in the run._", ""]
         for r in rows:
             self.shown.add(r.case_id)
         matched = [self.match(r, table) for r in rows]
         compared = [c for c in cols if c.compare and any(b is not None and c.get(b) is not None for b in matched)]
-        headers = [k for k, _ in keys]
+        key_cells = [[fn(r) for _, fn in keys] for r in rows]
+        keep = [0] + [i for i in range(1, len(keys)) if len(rows) < 2 or len({k[i] for k in key_cells}) > 1]
+        same = [f"{keys[i][0]}: {key_cells[0][i]}" for i in range(1, len(keys)) if i not in keep]
+        side = "paper" if self.paper_side() else "baseline"
+        groups, names = [], []
         for c in cols:
-            headers.append(c.header)
-            if c in compared:
-                headers += [f"{c.label} baseline", f"{c.label} Δ %"]
-        body = []
-        for r, b in zip(rows, matched):
-            line = [fn(r) for _, fn in keys]
-            for c in cols:
+            headers = [c.header]
+            cells = []
+            for r, b in zip(rows, matched):
                 val = None if r.failed else c.get(r)  # a failed case's partial numbers are not results
-                line.append(self.value_cell(r, c, val))
+                line = [self.value_cell(r, c, val)]
                 if c in compared:
                     bval = c.get(b) if b is not None else None
                     line += [c.fmt(bval), _pct(_change(val, bval))]
-            body.append(line)
-        out = _table(headers, body)
+                cells.append(line)
+            if c in compared:
+                # the paper's own name for its figure stands next to ours only where they are compared
+                theirs = f'paper "{c.paper_name}"' if side == "paper" and c.paper_name else f"{c.name} {side}"
+                headers += [theirs, f"{c.name} Δ %"]
+            groups.append((headers, cells))
+            names.append(c.name)
+        out = ([f"_All rows: {'; '.join(same)}._", ""] if same else [])
+        out += split_table([keys[i][0] for i in keep], [[k[i] for i in keep] for k in key_cells], groups, names)
         if self.base is not None:
             n_matched = sum(b is not None for b in matched)
-            missing = [c.label for c in cols if c.compare and c not in compared]
+            missing = [c.name for c in cols if c.compare and c not in compared]
             extra = f" Matched {n_matched} of {len(rows)} rows by case id."
             if n_matched and missing:
-                extra += (" Not compared, the baseline has no value under the same definition: "
+                extra += (f" Not compared, the {side} has no value under the same definition: "
                           + ", ".join(missing) + ".")
-            out += ["", "_Δ % = (run − baseline) / baseline." + extra + "_"]
+            out += ["", f"_Δ % = (run − {side}) / {side}." + extra + "_"]
         return out + [""]
 
     # ---- header ----------------------------------------------------------------------------
@@ -576,18 +572,22 @@ class Report:
 
     def table1(self) -> list[str]:
         rows = self.largest()
+        keys = self._keys("Model", "Context (tokens)", "New tokens")
         out = ["### Table 1: Latency at the largest context", "",
-               "Per model at the largest core context all models share (the paper: 2048 tokens, 64 new "
-               "tokens). TTFT includes prefill.", ""]
-        cols = [COL["ttft"], COL["tpot"], COL["itl"], COL["e2e_p50"], COL["e2e_p95"], COL["decode"], COL["e2e"]]
-        return out + self.metric_table(rows, self._keys("Model", "Context (tokens)", "New tokens"), cols)
+               "Per model at the largest core context all models share" + (" (the paper: 2048 tokens, 64 new "
+               "tokens)" if self.paper_side() else "") + ". TTFT includes prefill.", ""]
+        out += self.metric_table(rows, keys, [COL["ttft"], COL["tpot"], COL["itl"], COL["e2e_p50"], COL["e2e_p95"]])
+        out += ["### Table 1b: Throughput at the largest context", "",
+                "Decode throughput excludes prefill; E2E throughput includes it.", ""]
+        return out + self.metric_table(rows, keys, [COL["decode"], COL["e2e"]])
 
     def _by_context(self) -> list[Row]:
         return sorted(self.core_rows(), key=lambda r: (r.context, self.series_names().index(r.series)))
 
     def table2(self) -> list[str]:
         out = ["### Table 2: Throughput and TPOT vs context", "",
-               "Decode throughput and TPOT exclude prefill; E2E throughput (the paper's \"TPOT\") includes it.", ""]
+               "Decode throughput and TPOT exclude prefill; E2E throughput"
+               + (" (the paper's \"TPOT\")" if self.paper_side() else "") + " includes it.", ""]
         cols = [COL["tpot"], COL["decode"], COL["e2e"]]
         return out + self.metric_table(self._by_context(), self._keys("Context (tokens)", "Model"), cols)
 
@@ -599,7 +599,8 @@ class Report:
     def table4(self) -> list[str]:
         out = ["### Table 4: Throughput change from the smallest to the largest context", "",
                "Over the smallest and largest context all models share (else each model's own). Negative is a "
-               "decline. The paper's Table 4 is 128 → 2048 tokens on its \"TPOT\" (= E2E throughput).", ""]
+               "decline." + (" The paper's Table 4 is 128 → 2048 tokens on its \"TPOT\" (= E2E throughput)."
+                             if self.paper_side() else ""), ""]
         groups: dict[str, list[Row]] = defaultdict(list)
         for r in self.core_rows():
             groups[r.series].append(r)
@@ -607,36 +608,34 @@ class Report:
         common = set.intersection(*({r.context for r in rs} for rs in groups.values())) if groups else set()
         if len(common) >= 2:
             groups = {k: [r for r in rs if r.context in common] for k, rs in groups.items()}
-        body, base_any = [], False
-        lines = []
+        side = "paper" if self.paper_side() else "baseline"
+        key_rows, cells = [], {"decode_tokens_per_s": [], "e2e_tokens_per_s": []}
         for series, rows in groups.items():
             if len(rows) < 2:
                 continue
             lo, hi = rows[0], rows[-1]
-            d_lo, d_hi = lo.v("decode_tokens_per_s"), hi.v("decode_tokens_per_s")
-            e_lo, e_hi = lo.v("e2e_tokens_per_s"), hi.v("e2e_tokens_per_s")
-            line = [series, f"{lo.context} → {hi.context}", _fmt(2)(d_lo), _fmt(2)(d_hi),
-                    _pct(_change(d_hi, d_lo)), _fmt(2)(e_lo), _fmt(2)(e_hi), _pct(_change(e_hi, e_lo))]
+            key_rows.append([series, f"{lo.context} → {hi.context}"])
             b_lo, b_hi = self.match(lo), self.match(hi)
-            bd = be = None
-            if b_lo is not None and b_hi is not None:
-                bd = _change(b_hi.v("decode_tokens_per_s"), b_lo.v("decode_tokens_per_s"))
-                be = _change(b_hi.v("e2e_tokens_per_s"), b_lo.v("e2e_tokens_per_s"))
-                base_any = base_any or bd is not None or be is not None
-            lines.append((line, bd, be))
-        headers = ["Model", "Context (tokens)", "Decode @smallest (tokens/s)", "Decode @largest (tokens/s)",
-                   "Δ decode (%)", "E2E @smallest (tokens/s)", "E2E @largest (tokens/s)", "Δ E2E (%)"]
-        if self.base is not None and base_any:
-            headers += ["Baseline Δ decode (%)", "Baseline Δ E2E (%)"]
-        for line, bd, be in lines:
-            if self.base is not None and base_any:
-                line += [_pct(bd), _pct(be)]
-            body.append(line)
-        if not body:
+            for key, line in cells.items():
+                a, z = lo.v(key), hi.v(key)
+                base = None
+                if b_lo is not None and b_hi is not None:
+                    base = _change(b_hi.v(key), b_lo.v(key))
+                line.append([_fmt(2)(a), _fmt(2)(z), _pct(_change(z, a)), base])
+        if not key_rows:
             return out + ["_Needs at least two contexts of one model._", ""]
-        out += _table(headers, body)
-        if self.base is not None and base_any:
-            out += ["", "_Baseline Δ: the same change over the same two contexts in the baseline (matched by "
+        parts, names = [], []
+        for key, name in (("decode_tokens_per_s", "Decode"), ("e2e_tokens_per_s", "E2E")):
+            lines = cells[key]
+            with_base = self.base is not None and any(line[3] is not None for line in lines)
+            headers = [f"{name} @smallest (tokens/s)", f"{name} @largest (tokens/s)", f"Δ {name} (%)"]
+            if with_base:
+                headers.append(f"{side} Δ {name} (%)")
+            parts.append((headers, [line[:3] + ([_pct(line[3])] if with_base else []) for line in lines]))
+            names.append(name)
+        out += split_table(["Model", "Context (tokens)"], key_rows, parts, names)
+        if any(len(h) == 4 for h, _ in parts):
+            out += ["", f"_{side} Δ: the same change over the same two contexts in the {side} (matched by "
                     "case id)._"]
         return out + [""]
 
@@ -657,14 +656,13 @@ class Report:
             m = mem_bytes(r)
             return None if m is None or moe_mem is None or not m else (m - moe_mem) / m * 100.0
 
-        cols = [Col("Weights (GB)", _key("weights_bytes", 1 / GB), _fmt(2), compare=False),
-                Col("Weights (GiB)", _key("weights_bytes", 1 / GiB), _fmt(2)),
-                Col("Peak allocated (GB)", _key("peak_allocated_bytes", 1 / GB), _fmt(2), compare=False),
-                COL["peak_gib"],
-                Col("Peak reserved (GiB)", _key("peak_reserved_bytes", 1 / GiB), _fmt(2)),
-                Col("KV cache, analytic (MB)", _key("kv_cache_bytes", 1e-6), _fmt(1))]
+        # decimal GB throughout (the baseline stores bytes: a paper's MiB are converted, not re-labelled)
+        cols = [Col("Weights (GB)", _key("weights_bytes", 1 / GB), _fmt(2)),
+                Col("Peak allocated (GB)", _key("peak_allocated_bytes", 1 / GB), _fmt(2)),
+                Col("Peak reserved (GB)", _key("peak_reserved_bytes", 1 / GB), _fmt(2)),
+                Col("KV cache, analytic (MB)", _key("kv_cache_bytes", 1e-6), _fmt(1), short="KV cache (MB)")]
         if any_rss:
-            cols.append(Col("Peak RSS (GiB)", _key("peak_rss_bytes", 1 / GiB), _fmt(2)))
+            cols.append(Col("Peak RSS (GB)", _key("peak_rss_bytes", 1 / GB), _fmt(2)))
         cols += [Col(f"Δ vs {name} (GB)", delta, _fmt(2), compare=False),
                  Col(f"% less for {name} vs this model", less, _fmt(2), compare=False)]
         out = ["### Table 5: Peak memory at the largest context", "",
@@ -691,11 +689,11 @@ class Report:
                "compared with the E2E columns.", ""]
         cols = [Col("Active params (B)", lambda r: r.active_b, _sig, compare=False),
                 metric_col("ape_tpot", ape_decode),
-                Col("APE E2E, paper's APE-TPOT (tokens/s/B)", ape_e2e, _sig, short="APE E2E"),
+                Col("APE E2E (tokens/s/B)", ape_e2e, _sig, paper_name="APE-TPOT"),
                 metric_col("ape_inv_ttft", ape_inv_ttft),
-                Col("APE-energy (tokens/J/B)", ape_energy, _sig, energy=True, short="APE-energy"),
+                Col("APE-energy (tokens/J/B)", ape_energy, _sig, energy=True),
                 metric_col("tokens_per_s_per_gb", decode_per_gb),
-                Col("E2E per peak GB, paper's TPOT/GB (tokens/s/GB)", e2e_per_gb, _sig, short="E2E/GB")]
+                Col("E2E per peak GB (tokens/s/GB)", e2e_per_gb, _sig, paper_name="TPOT/GB")]
         lines = self.metric_table(self.largest(), self._keys("Model", "Context (tokens)"), cols)
         if self.base is not None and self.base.is_paper:
             lines.insert(-1, "")
@@ -798,7 +796,7 @@ class Report:
     def table11(self) -> list[str]:
         return self._ablation_table(
             "### Table 11: Numeric precision", "Failed cases are listed with their error.", "dtype", "11",
-            "Precision", [COL["decode"], COL["e2e"], COL["peak_gib"]], status=True)
+            "Precision", [COL["decode"], COL["e2e"], COL["peak_gb"]], status=True)
 
     def table12(self) -> list[str]:
         return self._ablation_table(
@@ -811,7 +809,7 @@ class Report:
         if not rest:
             return []
         out = ["### Other cases", "", "Cases not shown in the tables above.", ""]
-        cols = [COL["ttft"], COL["tpot"], COL["decode"], COL["e2e"], COL["peak_gib"], COL["j1k"]]
+        cols = [COL["ttft"], COL["tpot"], COL["decode"], COL["e2e"], COL["peak_gb"], COL["j1k"]]
         keys = self._keys("Case") + [("Status", lambda r: r.error if r.failed else "ok")]
         return out + self.metric_table(rest, keys, cols)
 
@@ -833,14 +831,14 @@ class Report:
         return out
 
     def plots_section(self) -> list[str]:
+        from .report_plots import PLOTS
+
+        specs = self.plots_written if self.plots_written is not None else PLOTS
+        if not specs:
+            return []
         out = ["## Plots", ""]
-        if self.base is not None:
-            out += ["Baseline: dashed lines / hatched bars.", ""]
-        titles = ["TTFT vs context", "TPOT vs context", "Throughput vs context (decode; E2E incl. prefill)",
-                  "Energy per 1k tokens vs context", "Peak memory at the largest context",
-                  "Active-parameter efficiency at the largest context"]
-        for name, title in zip(PLOT_FILES, titles):
-            out += [f"![{title}]({name})", ""]
+        for spec in specs:
+            out += [f"![{spec.title}]({spec.file})", "", f"_{spec.caption}_", ""]
         return out
 
     def markdown(self) -> str:
@@ -863,142 +861,13 @@ class Report:
         return "\n".join(lines)
 
     # ---- plots ---------------------------------------------------------------------------
-    def _colors(self) -> dict[str, str]:
-        names = self.series_names()
-        if self.base is not None:
-            names += [r.series for r in self.base.rows if r.series not in names]
-        palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                   "#bcbd22", "#17becf"]
-        return {n: palette[i % len(palette)] for i, n in enumerate(dict.fromkeys(names))}
-
-    def _line_panel(self, ax, get: Callable[[Row], float | None], ylabel: str, colors: dict,
-                    empty: str = "no data") -> None:
-        drawn = base_drawn = 0
-        contexts: set[int] = set()
-        for res, style in ((self.res, "-"), (self.base, "--")):
-            if res is None:
-                continue
-            per: dict[str, list] = defaultdict(list)
-            for r in self.core_rows(res):
-                val = get(r)
-                if val is not None:
-                    per[r.series].append((r.context, val))
-            for series, pts in per.items():
-                xs, ys = zip(*sorted(pts))
-                contexts.update(xs)
-                label = series + (" (baseline)" if style == "--" else "")
-                ax.plot(xs, ys, style, marker="o" if style == "-" else "s", color=colors.get(series),
-                        label=label, alpha=1.0 if style == "-" else 0.7)
-                drawn += 1
-                base_drawn += style == "--"
-        ax.set_xlabel("context (tokens)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        if contexts and max(contexts) / max(1, min(contexts)) >= 4:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted(contexts))
-            ax.set_xticklabels([str(c) for c in sorted(contexts)])
-        if drawn:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
-        if drawn and self.base is not None and not base_drawn:
-            ax.text(0.01, 0.01, "baseline: no values for this metric", transform=ax.transAxes, fontsize=7,
-                    color="gray")
-
-    def _energy_reason(self) -> str:
-        reasons = sorted({str(r.ei["energy_unavailable"]) for r in self.res.rows if r.ei.get("energy_unavailable")})
-        return "no energy data" + (": " + "; ".join(reasons) if reasons else "")
-
-    def _bar_panel(self, ax, get: Callable[[Row], float | None], ylabel: str, colors: dict,
-                   empty: str = "no data", table: str | None = None) -> None:
-        rows = self.largest()
-        xs, labels = [], []
-        drawn = 0
-        base_labelled = False
-        width = 0.38 if self.base is not None else 0.6
-        for i, r in enumerate(rows):
-            labels.append(f"{r.series}\nc{r.context}")
-            xs.append(i)
-            val = get(r)
-            if val is not None:
-                ax.bar(i - (width / 2 if self.base is not None else 0), val, width, color=colors.get(r.series),
-                       label="run" if drawn == 0 else None)
-                drawn += 1
-            b = self.match(r, table)
-            bval = get(b) if b is not None else None
-            if bval is not None:
-                ax.bar(i + width / 2, bval, width, color=colors.get(r.series), alpha=0.45, hatch="//",
-                       edgecolor="black", label=None if base_labelled else "baseline")
-                base_labelled = True
-                drawn += 1
-        ax.set_xticks(xs)
-        ax.set_xticklabels(labels, fontsize=8)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, axis="y", alpha=0.3)
-        if not drawn:
-            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
-        elif self.base is not None:
-            ax.legend(fontsize=8)
-            if not base_labelled:
-                ax.text(0.01, 0.01, "baseline: no values for this metric", transform=ax.transAxes, fontsize=7,
-                        color="gray")
-
     def write_plots(self, out: Path) -> list[Path]:
-        import matplotlib
+        """Draw the plots (report_plots.PLOTS) into ``out``; the markdown then lists those written."""
+        from .report_plots import write_plots
 
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-
-        colors = self._colors()
-        written: list[Path] = []
-
-        def save(fig, name):
-            path = out / name
-            fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        self._line_panel(ax, _key("ttft_ms"), "TTFT (ms)", colors)
-        ax.set_title("Time to first token vs context (prefill included)")
-        save(fig, "ttft_vs_context.png")
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        self._line_panel(ax, _key("tpot_ms"), "TPOT (ms/token)", colors,
-                         empty="no TPOT (ms/token) values")
-        ax.set_title("Time per output token (decode) vs context")
-        save(fig, "tpot_vs_context.png")
-
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        self._line_panel(a1, _key("decode_tokens_per_s"), "decode throughput (tokens/s)", colors)
-        a1.set_title("Decode throughput (prefill excluded)")
-        self._line_panel(a2, _key("e2e_tokens_per_s"), "E2E throughput (tokens/s)", colors)
-        a2.set_title("E2E throughput incl. prefill (paper's \"TPOT\")")
-        save(fig, "decode_tps_vs_context.png")
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        self._line_panel(ax, _key("j_per_1k_tokens"), "energy (J / 1k tokens)", colors, empty=self._energy_reason())
-        ax.set_title("Energy per 1k generated tokens vs context")
-        save(fig, "j_per_1k_vs_context.png")
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        any_gpu = any(r.v("peak_allocated_bytes") is not None for r in self.largest())
-        self._bar_panel(ax, lambda r: (mem_bytes(r) / GiB) if r is not None and mem_bytes(r) is not None else None,
-                        "peak allocated (GiB)" if any_gpu else "peak memory: allocated or RSS (GiB)", colors)
-        ax.set_title("Peak memory at the largest context")
-        save(fig, "peak_vram.png")
-
-        panels = [(ape_e2e, "APE E2E (tokens/s/B)\npaper's APE-TPOT"), (ape_decode, "APE decode (tokens/s/B)"),
-                  (ape_inv_ttft, "APE-1/TTFT (1/s/B)"), (ape_energy, "APE-energy (tokens/J/B)")]
-        fig, axes = plt.subplots(1, 4, figsize=(15, 4.2))
-        for ax, (get, label) in zip(axes, panels):
-            self._bar_panel(ax, lambda r, g=get: g(r) if r is not None else None, label, colors,
-                            empty=self._energy_reason() if get is ape_energy else "no data")
-        fig.suptitle("Active-parameter efficiency at the largest context")
-        save(fig, "ape.png")
-        return written
+        written = write_plots(self, out)
+        self.plots_written = [spec for spec, _ in written]
+        return [path for _, path in written]
 
 
 __all__ = ["add_arguments", "run", "load_results", "Report", "PLOT_FILES"]

@@ -95,7 +95,7 @@ METRICS: tuple[Metric, ...] = (
            title="Decode throughput", short="Decode (tokens/s)", fmt=".2f", term=("decode tok/s", 1.0, "{:.1f}")),
     Metric("e2e_tokens_per_s", "tokens/s", "higher", "throughput",
            "batch * n / E2E, prefill included (the paper's 'TPOT'); median over rounds", "e2e_tokens_per_s",
-           title="E2E throughput incl. prefill, paper's \"TPOT\"", short="E2E (tokens/s)", fmt=".2f"),
+           title="E2E throughput incl. prefill", short="E2E (tokens/s)", fmt=".2f"),
     Metric("weights_bytes", "bytes", "lower", "memory",
            "device memory allocated after the model is loaded, before any input", title="Weights"),
     Metric("peak_allocated_bytes", "bytes", "lower", "memory",
@@ -123,15 +123,15 @@ METRICS: tuple[Metric, ...] = (
            "gross energy per 1000 generated tokens; median over windows", "j_per_1k_tokens",
            title="Energy per 1k tokens", short="J/1k tokens", fmt=".1f", term=("J/1k tok", 1.0, "{:.1f}")),
     Metric("ape_tpot", "tokens/s/B", "higher", "efficiency",
-           "decode_tokens_per_s / active parameters in billions", title="APE decode, ours", short="APE decode"),
+           "decode_tokens_per_s / active parameters in billions", title="APE decode"),
     Metric("ape_inv_ttft", "1/s/B", "higher", "efficiency",
-           "(1000 / ttft_ms) / active parameters in billions", title="APE-1/TTFT", short="APE-1/TTFT"),
+           "(1000 / ttft_ms) / active parameters in billions", title="APE-1/TTFT"),
     Metric("ape_energy", "tokens/J/B", "higher", "efficiency",
            "tokens_per_j / active parameters in billions",
-           threshold=8.0, title="APE-energy", short="APE-energy"),  # follows energy
+           threshold=8.0, title="APE-energy"),  # follows energy
     Metric("tokens_per_s_per_gb", "tokens/s/GB", "higher", "efficiency",
            "decode_tokens_per_s / peak memory in decimal GB (allocator peak on GPU, RSS on CPU)",
-           title="Decode per peak GB", short="Decode/GB"),
+           title="Decode per peak GB"),
 )
 
 METRICS_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}

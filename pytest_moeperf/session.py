@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .cases import Case
 from .measure import CaseRunner, MeasureSettings
 from .options import GPU_KINDS, RunOptions
+from .progress import NULL_PROGRESS, Progress
 from .results_log import ResultsLog
 
 
@@ -52,6 +53,8 @@ class MoeperfSession:
     energy_unavailable: str | None = None
     idle_power_w: float | None = None
     finished: list = field(default_factory=list)
+    # told about loads, priming and rounds between the phases (never inside a round)
+    progress: Progress = NULL_PROGRESS
 
     # --- device ----------------------------------------------------------------------------
     @property
@@ -117,10 +120,13 @@ class MoeperfSession:
             return self._loaded
         old, self._loaded = self._loaded, None
         unload(old)
+        checkpoint = self.options.checkpoint_for(name)
+        self.progress.model_loading(name, dtype=dtype, device=self.options.device,
+                                    weights=checkpoint or "random")
         self._loaded = load_model(name, device=self.options.device, dtype=dtype,
-                                  checkpoint=self.options.checkpoint_for(name), experts=experts,
-                                  seed=self.options.seed)
+                                  checkpoint=checkpoint, experts=experts, seed=self.options.seed)
         self._loaded_key = key
+        self.progress.model_loaded(name, weights_bytes=self._loaded.weights_bytes, load_s=self._loaded.load_s)
         return self._loaded
 
     def release(self):
@@ -150,9 +156,20 @@ class MoeperfSession:
             others = gpu.other_processes() if gpu is not None else []
             runner = CaseRunner(loaded, case, self.settings(), gpu=gpu, energy_meter=self.energy_meter,
                                 energy_unavailable=self.energy_unavailable, idle_power_w=self.idle_power_w)
+            progress = self.progress
+            progress.priming(case.case_id, backend=case.backend)
             runner.prime()
+            progress.primed(case.case_id, first_call_s=runner.first_call_s, second_call_s=runner.second_call_s)
             rounds = runner.plan_rounds()
+            per_round = min(t for t in (runner.first_call_s, runner.second_call_s) if t is not None)
+            progress.rounds_started(case.case_id, rounds=rounds, warmup_rounds=runner.warmup_rounds,
+                                    energy_windows=self.options.energy_windows if self.energy_meter else None,
+                                    estimate_s=per_round * (rounds + runner.warmup_rounds))
+            t_rounds = time.perf_counter()
             run_rounds(runner.round, rounds, runner.warmup_rounds)
+            progress.rounds_finished(case.case_id, rounds=len(runner.rounds_done),
+                                     energy_windows=runner.energy_windows_kept,
+                                     elapsed_s=time.perf_counter() - t_rounds)
             if gpu is not None:
                 others = others + [p for p in gpu.other_processes() if p not in others]
             info = runner.extra_info(self.device_name)

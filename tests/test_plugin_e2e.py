@@ -100,6 +100,24 @@ def test_default_run_terminal_summary(default_run):
     assert "2 passed" in out
 
 
+def test_default_run_shows_progress_between_phases(default_run):
+    """The progress lines (issue 19) come in phase order for each case, outside the captured output."""
+    lines = [ln for ln in default_run["out"].splitlines() if ln.startswith("moeperf: ")]
+    moe = [ln for ln in lines if "tiny-moe" in ln]
+    expected = ["moeperf: case 1/2: tiny-moe-c64-n4", "moeperf: loading tiny-moe (bf16 on cpu, random weights)",
+                "moeperf: loaded tiny-moe: ", "moeperf: priming tiny-moe-c64-n4: 2 discarded calls",
+                "moeperf: primed tiny-moe-c64-n4: first call ",
+                "moeperf: measured tiny-moe-c64-n4: 3 rounds, 0 energy windows in "]
+    assert len(moe) == len(expected), lines
+    for line, start in zip(moe, expected):
+        assert line.startswith(start), (line, start)
+    assert " kB of weights in " in moe[2]
+    # the second case has an estimate of the time left, made from the first
+    second = next(ln for ln in lines if ln.startswith("moeperf: case 2/2: tiny-dense-c64-n4"))
+    assert "left" in second
+    assert not [ln for ln in lines if "measuring" in ln]  # the rounds' start line is -v only
+
+
 def test_results_command_lists_cases_and_writes_benchmark_document(default_run, tmp_path):
     out_json = tmp_path / "out.json"
     proc = subprocess.run([sys.executable, "-m", "pytest_moeperf", "results", str(default_run["log"]),

@@ -123,9 +123,14 @@ def _table_lines(md: str, title_prefix: str) -> list[str]:
 
 
 def _column(table: list[str], header: str) -> list[str]:
+    """The cells under ``header`` in the first of the table's parts that has it (wide tables are split)."""
     cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in table]
-    idx = cells[0].index(header)
-    return [row[idx] for row in cells[2:]]
+    starts = [i for i in range(len(cells) - 1) if set(cells[i + 1]) == {"---"}]
+    for start, end in zip(starts, starts[1:] + [len(cells)]):
+        if header in cells[start]:
+            idx = cells[start].index(header)
+            return [row[idx] for row in cells[start + 2:end]]
+    raise ValueError(f"{header!r} is in no part of the table")
 
 
 # --- the CPU-shaped run, through the real command line ----------------------------------------
@@ -141,8 +146,8 @@ def test_cpu_run_via_subprocess(tmp_path):
     for n in range(1, 9):
         assert re.search(rf"^### Table {n}:", md, re.M), f"Table {n} missing"
     for unit in ("TTFT (ms)", "TPOT (ms/token)", "Decode throughput (tokens/s)", "(tokens/s)", "Weights (GB)",
-                 "Peak allocated (GiB)", "Energy per generate() (J)", "Tokens per joule (tokens/J)",
-                 "(J/1k tokens)", "(tokens/s/B)", "Peak RSS (GiB)"):
+                 "Peak allocated (GB)", "Energy per generate() (J)", "Tokens per joule (tokens/J)",
+                 "(J/1k tokens)", "(tokens/s/B)", "Peak RSS (GB)"):
         assert unit in md, unit
     # both throughputs, clearly named
     assert "Decode throughput (tokens/s)" in md and "E2E throughput incl. prefill" in md
@@ -163,13 +168,14 @@ def test_cpu_run_via_subprocess(tmp_path):
 
 def test_largest_context_rows(tmp_path):
     md = _run(_write(tmp_path / "cpu.json", cpu_run()), tmp_path / "out")
-    t1 = _table_lines(md, "### Table 1")
-    assert _column(t1, "Context (tokens)") == ["128", "128"]
+    # Table 1's context is the same in every row: said once above the table, not in a column
+    assert "_All rows: Context (tokens): 128; New tokens: 16._" in md
+    assert "Context (tokens)" not in _table_lines(md, "### Table 1:")[0]
     t2 = _table_lines(md, "### Table 2")
     assert _column(t2, "Context (tokens)") == ["64", "64", "128", "128"]
     t4 = _table_lines(md, "### Table 4")
     assert _column(t4, "Context (tokens)") == ["64 → 128", "64 → 128"]
-    assert all(v.startswith("-") for v in _column(t4, "Δ decode (%)"))
+    assert all(v.startswith("-") for v in _column(t4, "Δ Decode (%)"))
 
 
 # --- a run with every metric, in-process, with ablations and --against --------------------------
@@ -188,14 +194,19 @@ def test_full_run_with_against(tmp_path):
         assert re.search(rf"^### Table {n}:", md, re.M), f"Table {n} missing"
     assert "### Table 10:" in md  # three contexts per model: context scaling
     assert "NVIDIA H100 80GB HBM3" in md and "NVIDIA H200" in md and "570.124.06" in md
-    t1 = _table_lines(md, "### Table 1")
-    header = t1[0]
-    for col in ("TTFT (ms) baseline", "TTFT (ms) Δ %", "Decode (tokens/s) baseline", "E2E (tokens/s) Δ %"):
+    t1 = _table_lines(md, "### Table 1:") + _table_lines(md, "### Table 1b:")
+    header = "".join(t1)
+    # the unit once, in the metric's header; its baseline and change columns right after it
+    for col in ("| TTFT (ms) | TTFT baseline | TTFT Δ % |", "| Decode throughput (tokens/s) | Decode baseline |",
+                "E2E Δ %"):
         assert col in header, col
-    assert set(_column(t1, "TTFT (ms) Δ %")) == {"+25.0"}
-    assert set(_column(t1, "Decode (tokens/s) Δ %")) == {"-20.0"}
+    assert set(_column(t1, "TTFT Δ %")) == {"+25.0"}
+    assert set(_column(t1, "Decode Δ %")) == {"-20.0"}
+    # no table is wider than report_format.MAX_COLUMNS: Table 1 was 18 columns before issue 19
+    widths = [line.count(" | ") + 1 for line in md.splitlines() if line.startswith("| ")]
+    assert max(widths) <= report.MAX_COLUMNS
     t6 = _table_lines(md, "### Table 6")
-    assert "J/1k tokens baseline" in t6[0] and "tokens/J Δ %" in t6[0]
+    assert "J/1k tokens baseline" in "".join(t6) and "tokens/J Δ %" in "".join(t6)
     # ablations: decoding, precision (failed, one-line error), serving stack; batch in "Other cases"
     assert "top_p0.9" in md and "temp1.5" in md
     t11 = _table_lines(md, "### Table 11")
@@ -214,18 +225,19 @@ def test_against_paper_compares_like_with_like(tmp_path):
     benches.append(_bench(Case("gpt-oss-20b", 128, 64, decoding="top_k50"), cpu=False))
     results = _write(tmp_path / "run.json", _doc(benches, cpu=False))
     md = _run(results, tmp_path / "out", PAPER_BASELINE)
-    t1 = _table_lines(md, "### Table 1")
-    assert "E2E (tokens/s) baseline" in t1[0]
-    assert "Decode (tokens/s) baseline" not in t1[0]
-    assert _column(t1, "E2E (tokens/s) baseline") == ["31.27", "23.73"]
-    assert _column(t1, "TTFT (ms) baseline") == ["459.72", "369.46"]
-    assert "Not compared, the baseline has no value under the same definition" in md
+    t1 = _table_lines(md, "### Table 1:")
+    t1b = _table_lines(md, "### Table 1b:")
+    assert 'paper "TPOT"' in t1b[0]  # the paper's name for its figure, next to ours where compared
+    assert "Decode paper" not in t1b[0]
+    assert _column(t1b, 'paper "TPOT"') == ["31.27", "23.73"]
+    assert _column(t1, "TTFT paper") == ["459.72", "369.46"]
+    assert "Not compared, the paper has no value under the same definition" in md
     t8 = _table_lines(md, "### Table 8")
-    assert _column(t8, "APE E2E baseline") == ["8.664", "0.742"]
-    assert "APE decode baseline" not in t8[0]
+    assert _column(t8, 'paper "APE-TPOT"') == ["8.664", "0.742"]
+    assert "APE decode paper" not in "".join(t8)
     # Table 9: the greedy reference is matched to the paper's Table 9 row, not Table 2's
     t9 = _table_lines(md, "### Table 9")
-    assert _column(t9, "E2E (tokens/s) baseline") == ["39.45", "38.97"]
+    assert _column(t9, 'paper "TPOT"') == ["39.45", "38.97"]
     assert "How the paper's definitions map onto ours" in md
     assert "(model variant not stated)" in md
 
@@ -234,8 +246,7 @@ def test_paper_baseline_renders_all_tables(tmp_path):
     md = _run(PAPER_BASELINE, tmp_path / "out")
     for n in range(1, 13):
         assert re.search(rf"^### Table {n}:", md, re.M), f"Table {n} missing"
-    t1 = _table_lines(md, "### Table 1")
-    assert _column(t1, "Context (tokens)") == ["2048", "2048", "2048"]
+    assert "_All rows: Context (tokens): 2048; New tokens: 64._" in md
     assert "dtype mismatch (paper)" in md and "not run" in md
 
 
