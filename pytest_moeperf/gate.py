@@ -828,7 +828,10 @@ def compare_metric(metric: Metric, base_extra: Mapping[str, Any], head_extra: Ma
         medians = [m for m in (run_median(h, metric) for h in history) if m is not None]
         prior = config.cross_machine_drift_pct.get(metric.kind) if cross_machine else None
         head_medians = [m for m in (run_median(h, metric) for h in head_history) if m is not None]
-        eager = EAGER_BACKEND in (head_extra.get("backend"), base_extra.get("backend"))
+        # a serving load point (continuous batching, host-scheduled) gets the host-bound eager prior
+        # until its run-to-run drift is measured on a GPU
+        eager = (EAGER_BACKEND in (head_extra.get("backend"), base_extra.get("backend"))
+                 or "load_point" in head_extra)
         run_drift = (config.eager_run_drift_pct if eager else config.single_run_drift_pct).get(metric.kind)
         return compare_samples(metric, base_b, head_b, config, medians, prior, run_drift, head_medians)
     if base_v is None and head_v is None:

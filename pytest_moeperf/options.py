@@ -95,6 +95,7 @@ class RunOptions:
     routing: bool = False
     compile_cache: str | None = None
     token_clock: str = "auto"
+    energy_split: bool = False  # also measure prefill J/request and decode J/token (energy_split.py)
 
     def checkpoint_for(self, model: str) -> str | None:
         return dict(self.weights).get(model)
@@ -175,4 +176,4 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
                       energy_window_s=window_s, energy_windows=windows,
                       results_path=get("moeperf_results") or DEFAULT_RESULTS_PATH, seed=seed,
                       routing=bool(get("moeperf_routing")), compile_cache=get("moeperf_compile_cache"),
-                      token_clock=token_clock)
+                      token_clock=token_clock, energy_split=bool(get("moeperf_energy_split")))

@@ -50,6 +50,9 @@ def pytest_addoption(parser):
         help="load MODEL from a checkpoint path or hub id instead of random weights (repeatable)")
     add("--moeperf-energy-window-s", metavar="S", default=None, help="energy window length in seconds (default 5, min 1)")
     add("--moeperf-energy-windows", metavar="N", default=None, help="energy windows per case (default 5)")
+    add("--moeperf-energy-split", action="store_true", default=False,
+        help="also measure prefill J per request and decode J per token from extra windows of 1-token rounds "
+             "(GPU, eager backend; adds energy-windows x window-s per case)")
     add("--moeperf-results", metavar="PATH", default=None,
         help=f"append each finished case to this JSON-lines log (default {DEFAULT_RESULTS_PATH})")
     add("--moeperf-routing", action="store_true", default=False,
@@ -343,4 +346,4 @@ def moeperf_measure(moeperf, benchmark):
 # --- several GPUs (issue 8) -------------------------------------------------------------------
 # pytest-xdist with one worker per GPU and the merged JSON live in multigpu.py, a plugin of its
 # own (hooks, --moeperf-gpus, --moeperf-merged-json); loading it imports no torch. docs/multigpu.md
-pytest_plugins = ["pytest_moeperf.multigpu"]
+pytest_plugins = ["pytest_moeperf.multigpu", "pytest_moeperf.serving.plugin"]

@@ -55,13 +55,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    results = load_results(args.results)
+    from .serving import report as serving_report
+
+    serving = _serving_benches(args.results)
+    results = load_results(args.results, allow_empty=bool(serving))
     baseline = load_results(args.against) if getattr(args, "against", None) else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(results, baseline)
-    written = report.write_plots(out)
-    markdown = report.markdown()
+    markdown, written = "", []
+    if results.rows:
+        report = Report(results, baseline)
+        written = report.write_plots(out)
+        markdown = report.markdown()
+    if serving:  # load points of benchmarks/test_serving.py: their own section and plots
+        written += serving_report.write_plots(serving, out)
+        markdown = (markdown + "\n" if markdown else "# pytest-moeperf report\n\n") + serving_report.markdown(serving)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     from .report_html import write_html
 
@@ -225,7 +233,18 @@ def _assign_series(rows: list[Row]) -> None:
         r.series = r.model if len(news[r.model]) <= 1 else f"{r.model} (n={r.new_tokens})"
 
 
-def load_results(path) -> Results:
+def _serving_benches(path) -> list[dict]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # load_results names the problem
+    from .serving.report import is_serving
+
+    benches = doc.get("benchmarks") if isinstance(doc, dict) else None
+    return [b for b in benches or [] if isinstance(b, dict) and is_serving(b)]
+
+
+def load_results(path, allow_empty: bool = False) -> Results:
     """Read a pytest-benchmark JSON document; ValueError (one line, naming the file) if unusable."""
     p = Path(path)
     try:
@@ -247,8 +266,9 @@ def load_results(path) -> Results:
     benches = doc.get("benchmarks")
     if not isinstance(benches, list):
         raise ValueError(f"{p}: no 'benchmarks' list (is this a pytest-benchmark --benchmark-json file?)")
-    rows = [_row(b) for b in benches if isinstance(b, dict)]
-    if not rows:
+    # serving load points (extra_info["load_point"]) have their own section (serving/report.py)
+    rows = [_row(b) for b in benches if isinstance(b, dict) and "load_point" not in (b.get("extra_info") or {})]
+    if not rows and not allow_empty:
         raise ValueError(f"{p}: no benchmarks")
     return Results(str(p), doc, rows)
 

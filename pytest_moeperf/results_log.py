@@ -156,6 +156,11 @@ def run(args) -> int:
     for r in cases:
         b = r["benchmark"]
         x = b.get("extra_info", {})
+        if "load_point" in x:  # a serving load point (benchmarks/test_serving.py)
+            print(f"ok      {b['name']}: req_ttft_ms_p50={_fmt(x.get('req_ttft_ms_p50'))} "
+                  f"req_tpot_ms_p50={_fmt(x.get('req_tpot_ms_p50'))} output_tokens_per_s={_fmt(x.get('output_tokens_per_s'))} "
+                  f"requests={x.get('requests')} failed={x.get('failed_requests')}")
+            continue
         print(f"ok      {b['name']}: ttft_ms={_fmt(x.get('ttft_ms'))} tpot_ms={_fmt(x.get('tpot_ms'))} "
               f"decode_tokens_per_s={_fmt(x.get('decode_tokens_per_s'))} rounds={x.get('rounds')}")
     for r in failed:

@@ -176,6 +176,14 @@ class MoeperfSession:
             # the paper's 1-token TTFT; not on the static backend, where a different generate
             # length means a different static cache shape and a recompile
             info["paper_ttft_ms"] = _median(runner.paper_ttft()) if case.backend == "eager" else None
+            if self.options.energy_split:
+                from .energy_split import measure_split
+
+                try:
+                    info["energy_split"] = measure_split(runner, self.energy_meter, self.options.energy_windows,
+                                                         self.options.energy_window_s)
+                except Exception as exc:  # the split is extra: it never costs the case
+                    info["energy_split"] = {"unavailable": _first_line(exc)}
             info.update(self._roofline(loaded, info))
             info["second_call_s"] = runner.second_call_s
             info["compile_cache"] = self.options.compile_cache if case.backend == "static" else None

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pytest_moeperf.cases import TEST_NODE, Case  # noqa: E402
-from pytest_moeperf.schema import METRICS, SCHEMA_VERSION  # noqa: E402
+from pytest_moeperf.schema import CASE_METRICS, SCHEMA_VERSION  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "baselines" / "h100" / "paper-h100.json"
 PAPER = "arXiv 2508.16700v2"
@@ -282,7 +282,7 @@ def _fullname(case_id: str) -> str:
 
 
 def _metrics_null() -> dict:
-    return {m.key: None for m in METRICS}
+    return {m.key: None for m in CASE_METRICS}
 
 
 def _extra(model: str, context: int, *, table: str, dtype: str = "bf16", backend: str = "eager",

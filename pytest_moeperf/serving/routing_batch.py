@@ -1,0 +1,65 @@
+"""Distinct experts activated per decode step per layer, as the batch grows (MoE models).
+
+The mechanism that erodes MoE's advantage under load: one decode step of a batch of b requests
+routes b tokens, and the union of their top-k experts — the expert weights that step must read —
+grows with b towards all E experts. Measured in an untimed pass before the engine starts (the
+engine's forward runs in paged attention, possibly in CUDA graphs, where hooks do not fire):
+b prompts are prefilled with a plain cache, then one decode step of b tokens runs with forward
+hooks on the routers. The decode tokens are seeded random ids, one per request: every exact
+prompt ends with the same template trailer, and a random-weight model's greedy next token is
+then the same for all of them, which would hide the spread that real generated text has. Uniform routing would give E * (1 - (1 - k/E)^b), reported beside it.
+"""
+
+from __future__ import annotations
+
+
+def distinct_experts_vs_batch(model, prompts: list[list[int]], batches: list[int]) -> dict | None:
+    import torch
+
+    cfg = model.config
+    n_experts = getattr(cfg, "num_local_experts", None) or getattr(cfg, "num_experts", None)
+    top_k = getattr(cfg, "num_experts_per_tok", None)
+    if not n_experts or not top_k or not prompts:
+        return None
+    routers = [m for m in model.modules() if type(m).__name__.endswith("Router")]
+    if not routers:
+        return None
+    length = min(len(p) for p in prompts)
+    rows = []
+    for b in batches:
+        ids = torch.tensor([prompts[i % len(prompts)][-length:] for i in range(b)], device=model.device)
+        captured: list = []
+        with torch.no_grad():
+            out = model(input_ids=ids, use_cache=True)
+            gen = torch.Generator().manual_seed(b)
+            nxt = torch.randint(0, model.config.vocab_size, (b, 1), generator=gen).to(model.device)
+            hooks = [r.register_forward_hook(lambda mod, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
+                     for r in routers]
+            try:
+                model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+            finally:
+                for h in hooks:
+                    h.remove()
+        per_layer = []
+        for logits in captured:
+            chosen = torch.topk(logits.float().reshape(-1, n_experts), top_k, dim=-1).indices
+            per_layer.append(int(torch.unique(chosen).numel()))
+        rows.append({"batch": b, "distinct_experts_per_layer": per_layer,
+                     "mean_distinct_experts": sum(per_layer) / len(per_layer),
+                     "uniform_expectation": n_experts * (1 - (1 - top_k / n_experts) ** b)})
+        del out
+    return {"experts": n_experts, "top_k": top_k, "prompt_tokens": length, "by_batch": rows}
+
+
+def at_batch(table: dict | None, batch: float | None) -> float | None:
+    """Mean distinct experts per layer at a (fractional) batch, interpolated linearly in the table."""
+    if not table or batch is None:
+        return None
+    rows = sorted(table["by_batch"], key=lambda r: r["batch"])
+    if batch <= rows[0]["batch"]:
+        return rows[0]["mean_distinct_experts"]
+    for lo, hi in zip(rows, rows[1:]):
+        if batch <= hi["batch"]:
+            f = (batch - lo["batch"]) / (hi["batch"] - lo["batch"])
+            return lo["mean_distinct_experts"] + f * (hi["mean_distinct_experts"] - lo["mean_distinct_experts"])
+    return rows[-1]["mean_distinct_experts"]
