@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MIN_WINDOW_S = 1.0
@@ -184,19 +185,25 @@ def throttle_mask(pynvml) -> int:
 
 
 class EnergyMeter:
-    """begin_window/end_window over the total-energy counter; the caller synchronizes first."""
+    """begin_window/end_window over the total-energy counter; the caller synchronizes first.
 
-    def __init__(self, device, clock=time.perf_counter):
-        self.device = device  # a gpu.Gpu
-        self.clock = clock  # seconds; tests hand in a fake one with a fake Gpu
+    ``clock`` (seconds, default ``time.perf_counter``) times the windows; tests hand in their own.
+    """
+
+    def __init__(self, device: NvmlDevice, clock: Callable[[], float] = time.perf_counter):
+        self.device = device
+        self.clock = clock
         device.energy_mj()  # fail now, with the reason, if the counter is unsupported
 
     def begin_window(self) -> WindowStart:
         return WindowStart(t_s=self.clock(), counter_mj=self.device.energy_mj())
 
+    def elapsed_s(self, start: WindowStart) -> float:
+        return self.clock() - start.t_s
+
     def end_window(self, start: WindowStart, rounds: int = 0, tokens: int = 0) -> EnergyWindow:
+        t = self.clock()  # clock then counter, as in begin_window: the two offsets cancel
         mj = self.device.energy_mj()
-        t = self.clock()
         return EnergyWindow(duration_s=t - start.t_s, energy_j=(mj - start.counter_mj) / 1000.0,
                             rounds=rounds, tokens=tokens)
 

@@ -43,6 +43,10 @@ WARN = "WARN"
 INCONCLUSIVE = "INCONCLUSIVE"
 FAIL = "FAIL"
 SKIPPED = "SKIPPED"
+# The whole gate's outcome when no benchmark was compared (no name in common, nothing measured
+# on both sides, another device): not a PASS, and not bad input either.
+NO_OVERLAP = "NO-OVERLAP"
+EXIT_NO_OVERLAP = 3
 
 # Worst first; a benchmark's verdict is the worst of its metrics'.
 _SEVERITY = {SKIPPED: 0, PASS: 1, WARN: 2, INCONCLUSIVE: 3, FAIL: 4}
@@ -343,6 +347,11 @@ def _load_one(path: Path) -> dict:
     try:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        from .results_log import looks_like_results_log
+
+        if looks_like_results_log(text):
+            raise BaselineError(f"{path}: a results log (JSON lines), not a run; rebuild the run with "
+                                f"python -m pytest_moeperf results {path} --json run.json and give run.json") from None
         raise BaselineError(f"{path}: not JSON ({exc}); regenerate it with --benchmark-json or --benchmark-save") \
             from None
     validate_document(doc, str(path))
@@ -440,21 +449,48 @@ def gpu_slug(name: str) -> str:
     return words[0] if words else name.lower()
 
 
-def check_gpu(base_docs: Iterable[Mapping[str, Any]], head_doc: Mapping[str, Any], config: GateConfig) -> None:
-    """Raise GpuMismatchError when baseline and run name different GPUs (unless ignore_gpu)."""
-    if config.ignore_gpu:
-        return
-    head_gpu = gpu_name(head_doc)
+CPU = "the CPU"
+
+
+def _on_cpu(doc: Mapping[str, Any]) -> bool:
+    """A run measured on the CPU: the suite's machine_info says so, or every benchmark's device does."""
+    mi = doc.get("machine_info") if isinstance(doc.get("machine_info"), Mapping) else {}
+    if str(mi.get("moeperf_device") or "").lower().startswith("cpu"):
+        return True
+    names = [((b.get("extra_info") or {}) if isinstance(b, Mapping) else {}).get("device_name")
+             for b in (doc.get("benchmarks") or [])]
+    names = [n for n in names if isinstance(n, str)]
+    return bool(names) and all(n.lower().startswith("cpu") for n in names)
+
+
+def device_name(doc: Mapping[str, Any]) -> str | None:
+    """The GPU a run names, CPU for a CPU run, None when the document does not say."""
+    return gpu_name(doc) or (CPU if _on_cpu(doc) else None)
+
+
+def device_mismatch(base_docs: Iterable[Mapping[str, Any]], head_doc: Mapping[str, Any]) -> str | None:
+    """Why the baseline and the run were measured on different devices (GPU kinds, or a GPU
+    against the CPU), or None. A side that names no device is not judged."""
+    head_gpu = device_name(head_doc)
     if not head_gpu:
-        return
+        return None
     for doc in base_docs:
-        base_gpu = gpu_name(doc)
+        base_gpu = device_name(doc)
         if base_gpu and base_gpu != head_gpu:
             src = doc.get(SOURCE_KEY)
-            raise GpuMismatchError(
-                f"baseline is from {base_gpu}{f' ({src})' if src else ''}, this run is on {head_gpu}; "
-                f"compare against baselines/{gpu_slug(head_gpu)} or pass --moeperf-gate-ignore-gpu "
-                f"(python -m pytest_moeperf compare: --ignore-gpu)")
+            return (f"baseline is from {base_gpu}{f' ({src})' if src else ''}, this run is on {head_gpu}; "
+                    f"compare against baselines/{gpu_slug(head_gpu.replace(CPU, 'cpu'))} or pass "
+                    f"--moeperf-gate-ignore-gpu (python -m pytest_moeperf compare: --ignore-gpu)")
+    return None
+
+
+def check_gpu(base_docs: Iterable[Mapping[str, Any]], head_doc: Mapping[str, Any], config: GateConfig) -> None:
+    """Raise GpuMismatchError when baseline and run name different devices (unless ignore_gpu)."""
+    if config.ignore_gpu:
+        return
+    why = device_mismatch(base_docs, head_doc)
+    if why:
+        raise GpuMismatchError(why)
 
 
 # -- per-metric comparison --------------------------------------------------------------
@@ -850,11 +886,12 @@ def compare_metric(metric: Metric, base_extra: Mapping[str, Any], head_extra: Ma
 class BenchmarkResult:
     fullname: str
     name: str
-    status: str  # "compared" | "new"
+    status: str  # "compared" | "new" | "not-compared" (matched, but no metric measured on both sides)
     verdict: str
     metrics: tuple[MetricComparison, ...] = ()
     throttled_rounds: int = 0
     baseline_source: str | None = None
+    note: str | None = None  # why a matched benchmark was not compared
 
     @property
     def failures(self) -> tuple[MetricComparison, ...]:
@@ -863,7 +900,7 @@ class BenchmarkResult:
     def to_json(self) -> dict:
         return {"fullname": self.fullname, "name": self.name, "status": self.status, "verdict": self.verdict,
                 "throttled_rounds": self.throttled_rounds, "baseline_source": self.baseline_source,
-                "metrics": [m.to_json() for m in self.metrics]}
+                "note": self.note, "metrics": [m.to_json() for m in self.metrics]}
 
 
 def worst(verdicts: Iterable[str]) -> str:
@@ -909,8 +946,19 @@ def compare_benchmark(base_bench: Mapping[str, Any] | None, head_bench: Mapping[
         cmp = compare_metric(metric, base_extra, head_extra, config, runs, cross_machine, head_history)
         if cmp is not None:
             out.append(_adjust(cmp, throttled, config.is_allowed(metric.key, name, fullname)))
+    if not any(m.verdict != SKIPPED for m in out):
+        # e.g. a case cut short before its metrics were filled in, or another suite's benchmark
+        return BenchmarkResult(fullname, name, "not-compared", SKIPPED, tuple(out), throttled, baseline_source,
+                               note="no metric measured on both sides")
     return BenchmarkResult(fullname, name, "compared", worst(m.verdict for m in out), tuple(out), throttled,
                            baseline_source)
+
+
+def not_comparable(head_bench: Mapping[str, Any], why: str, baseline_source: str | None = None) -> BenchmarkResult:
+    """A matched benchmark the gate must not compare (measured on another device)."""
+    fullname = bench_key(head_bench)
+    return BenchmarkResult(fullname, str(head_bench.get("name") or fullname), "not-compared", SKIPPED,
+                           baseline_source=baseline_source, note=why)
 
 
 # -- whole run --------------------------------------------------------------------------
@@ -924,9 +972,21 @@ class GateResult:
     head_source: str | None = None
     baseline_gpu: str | None = None
     head_gpu: str | None = None
+    has_baseline: bool = True  # False: no baseline yet (pytest, empty storage): everything is new
+
+    @property
+    def compared(self) -> int:
+        """Benchmarks with at least one metric compared."""
+        return sum(1 for b in self.benchmarks if b.status == "compared")
+
+    @property
+    def nothing_compared(self) -> bool:
+        return self.has_baseline and self.compared == 0
 
     @property
     def verdict(self) -> str:
+        if self.nothing_compared:
+            return NO_OVERLAP
         return worst(b.verdict for b in self.benchmarks)
 
     def counts(self) -> dict[str, int]:
@@ -947,7 +1007,9 @@ class GateResult:
     def exit_code(self, strict: bool | None = None) -> int:
         strict = self.config.strict if strict is None else strict
         bad = {FAIL, INCONCLUSIVE} if strict else {FAIL}
-        return 1 if any(b.verdict in bad for b in self.benchmarks) else 0
+        if any(b.verdict in bad for b in self.benchmarks):
+            return 1
+        return EXIT_NO_OVERLAP if self.nothing_compared else 0
 
     def to_json(self) -> dict:
         c = self.config
@@ -956,6 +1018,7 @@ class GateResult:
             "verdict": self.verdict,
             "exit_code": self.exit_code(),
             "counts": self.counts(),
+            "compared": self.compared,
             "baseline_sources": list(self.baseline_sources),
             "head_source": self.head_source,
             "baseline_gpu": self.baseline_gpu,
@@ -1019,7 +1082,7 @@ def build_result(results: Sequence[BenchmarkResult], base_docs: Sequence[Mapping
             if key not in seen_full and bench.get("name") not in seen_full and key not in missing:
                 missing.append(key)
     base_gpus = [g for g in (gpu_name(d) for d in base_docs) if g]
-    return GateResult(
+    return GateResult(has_baseline=bool(base_docs),
         benchmarks=tuple(results), missing=tuple(missing), config=config,
         baseline_sources=tuple(str(d[SOURCE_KEY]) for d in base_docs if d.get(SOURCE_KEY)),
         head_source=(head_doc or {}).get(SOURCE_KEY), baseline_gpu=base_gpus[-1] if base_gpus else None,

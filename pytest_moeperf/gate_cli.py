@@ -1,7 +1,8 @@
 """``python -m pytest_moeperf compare BASE HEAD``: the gate outside pytest.
 
 Exit status: 0 pass (WARN included), 1 a FAIL (or INCONCLUSIVE with --strict),
-2 bad input (raised as ValueError/OSError and printed on one line by __main__).
+2 bad input (raised as ValueError/OSError and printed on one line by __main__),
+3 NO-OVERLAP: nothing was compared (no benchmark in common with a metric on both sides).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from . import gate, history_gate
-from .gate import FAIL, INCONCLUSIVE, BaselineError, GateConfig, GateResult
+from . import bench_api, gate, history_gate
+from .gate import FAIL, INCONCLUSIVE, NO_OVERLAP, BaselineError, GateConfig, GateResult
 from .gate_render import render_benchmark_failure, render_text
 from .gate_run import GateRun
 from .options import DEFAULT_VERDICT_JSON
@@ -39,21 +39,18 @@ class GatePlugin:
         value = self.config.getoption(name, default)
         return default if value is None else value
 
-    def _benchmark_session(self) -> Any:
-        return getattr(self.config, "_benchmarksession", None)
-
     def _compared_docs(self) -> list[dict]:
         """The run(s) --benchmark-compare chose, as pytest-benchmark's storage loads them."""
-        bs = self._benchmark_session()
-        compare = getattr(bs, "compare", None) if bs is not None else None
-        if not compare:
+        compare = self.config.getoption("benchmark_compare", None)
+        storage = bench_api.benchmark_storage(self.config) if compare else None
+        if storage is None:
             return []
-        loaded = list(bs.storage.load()) if compare is True else list(bs.storage.load(compare))
+        loaded = list(storage.load()) if compare is True else list(storage.load(compare))
         if compare is True:
             loaded = loaded[-1:]
         docs = []
         for relpath, data in loaded:
-            where = str(Path(str(bs.storage)) / str(relpath))
+            where = str(Path(str(storage)) / str(relpath))
             gate.validate_document(data, where)
             docs.append({**data, gate.SOURCE_KEY: where})
         return docs
@@ -83,10 +80,11 @@ class GatePlugin:
     def _head_doc(self) -> dict | None:
         """This run's machine, when the baseline names a GPU to check it against (under xdist the
         controller also hands the merged workers' document to ``GateRun.set_head``)."""
-        bs = self._benchmark_session()
-        if bs is None or not any(gate.gpu_name(d) for d in self.base_docs):
+        if not any(gate.gpu_name(d) for d in self.base_docs):
             return None
-        return {"machine_info": bs.get_machine_info()}
+        if not hasattr(self.config.hook, "pytest_benchmark_generate_machine_info"):
+            return None
+        return {"machine_info": bench_api.machine_info(self.config)}
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.mode == "off" or hasattr(self.config, "workerinput"):  # xdist workers: benchmarks are off
@@ -142,9 +140,10 @@ class GatePlugin:
         except OSError as exc:
             self.status += f"{'; ' if self.status else ''}could not write {self.verdict_path}: {exc.strerror or exc}"
             self.verdict_path = None
-        # A FAIL already failed its test; a strict INCONCLUSIVE has no failed test to carry it.
-        if (self.gate_config.strict and session.exitstatus == 0
-                and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks)):
+        # A FAIL already failed its test; a strict INCONCLUSIVE has no failed test to carry it,
+        # and neither has a run of which nothing could be compared with an existing baseline.
+        if session.exitstatus == 0 and (self.result.nothing_compared or (
+                self.gate_config.strict and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks))):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -159,5 +158,7 @@ class GatePlugin:
         tr.write_line(render_text(self.result, verbose=tr.config.getoption("verbose", 0) > 0))
         if self.gate_config.strict and any(b.verdict == INCONCLUSIVE for b in self.result.benchmarks):
             tr.write_line("strict: INCONCLUSIVE benchmarks fail the session", red=True)
+        if self.result.verdict == NO_OVERLAP:
+            tr.write_line("NO-OVERLAP: nothing was compared with the baseline; this fails the session", red=True)
         if self.verdict_path is not None:
             tr.write_line(f"verdict JSON: {self.verdict_path}")

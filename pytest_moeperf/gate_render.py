@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .gate import FAIL, INCONCLUSIVE, PASS, SKIPPED, WARN, BenchmarkResult, GateResult, MetricComparison
+from .gate import FAIL, INCONCLUSIVE, NO_OVERLAP, PASS, SKIPPED, WARN, BenchmarkResult, GateResult, MetricComparison
 
 _HEADERS = ("benchmark", "metric", "baseline", "current", "change %", "p", "detectable %", "threshold %",
             "verdict", "reason")
@@ -60,9 +60,17 @@ def _summary_line(result: GateResult) -> str:
     new = sum(1 for b in result.benchmarks if b.status == "new")
     if new:
         parts.append(f"{new} new (no baseline)")
+    skipped = sum(1 for b in result.benchmarks if b.status == "not-compared")
+    if skipped:
+        parts.append(f"{skipped} not compared")
     if result.missing:
         parts.append(f"{len(result.missing)} missing from this run")
-    return f"moeperf gate: {result.verdict} ({', '.join(parts) or 'no benchmarks'})"
+    line = f"moeperf gate: {result.verdict} ({', '.join(parts) or 'no benchmarks'})"
+    if result.nothing_compared:
+        line += ("\nnothing was compared: no benchmark of this run was measured in the baseline under the same "
+                 "name, on the same device, with a metric on both sides; check BASE and HEAD (same suite, same "
+                 "cases, same --gpu)")
+    return line
 
 
 def _underpowered_line(result: GateResult) -> str | None:
@@ -94,6 +102,8 @@ def render_text(result: GateResult, verbose: bool = False) -> str:
     for b in result.benchmarks:
         if b.status == "new":
             out.append(f"new: {b.name} (no baseline: PASS)")
+        if b.status == "not-compared":
+            out.append(f"not compared: {b.name}: {b.note}")
         if b.throttled_rounds:
             out.append(f"throttled: {b.name}: clock throttling in {b.throttled_rounds} rounds")
     for name in result.missing:
@@ -117,7 +127,8 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-_ICON = {FAIL: "❌ FAIL", INCONCLUSIVE: "❔ INCONCLUSIVE", WARN: "⚠️ WARN", PASS: "✅ PASS", SKIPPED: "SKIPPED"}
+_ICON = {FAIL: "❌ FAIL", INCONCLUSIVE: "❔ INCONCLUSIVE", WARN: "⚠️ WARN", PASS: "✅ PASS", SKIPPED: "SKIPPED",
+         NO_OVERLAP: "⛔ NO-OVERLAP"}
 
 
 def render_markdown(result: GateResult) -> str:
@@ -128,7 +139,8 @@ def render_markdown(result: GateResult) -> str:
     out += ["| benchmark | verdict | metrics not PASS |", "|---|---|---|"]
     for b in result.benchmarks:
         flagged = ", ".join(f"{m.metric} {_pct(m.change_pct, True)}% ({m.verdict})" for m in _shown(b, False))
-        note = "new, no baseline" if b.status == "new" else flagged or "-"
+        note = "new, no baseline" if b.status == "new" else (b.note or "") if b.status == "not-compared" \
+            else flagged or "-"
         out.append(f"| `{_md_escape(b.name)}` | {_ICON[b.verdict]} | {_md_escape(note)} |")
     rows = [(b.name, m) for b in result.benchmarks for m in _shown(b, False)]
     if rows:

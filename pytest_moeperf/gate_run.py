@@ -49,6 +49,13 @@ class GateRun:
         """One head benchmark; ``head_runs``: the same benchmark from several head runs of the same
         code (oldest first, ``bench`` among them), pooled like the baseline's runs."""
         base, source = gate.find_baseline(self.index, bench)
+        machine = (self.head_docs[-1].get("machine_info") if self.head_docs else None) or {}
+        why = None if base is None or self.config.ignore_gpu else gate.device_mismatch(
+            self.base_docs, {"machine_info": machine, "benchmarks": [bench]})
+        if why:  # the run named no device up front (e.g. --gpu auto): its case does
+            result = gate.not_comparable(bench, why, source)
+            self.results.append(result)
+            return result
         head_bench = gate.pool_runs(head_runs) if len(head_runs) > 1 else bench
         result = gate.compare_benchmark(
             base, head_bench, self.config, source, gate.baseline_history(self.base_docs, bench),

@@ -88,7 +88,7 @@ def last_stable(base_docs: Sequence[Mapping[str, Any]], max_pvalue: float = h.DE
 def judge(result: BenchmarkResult, choice: SegmentChoice | None) -> BenchmarkResult:
     """A benchmark whose baseline series is too short: INCONCLUSIVE with the reason (FAIL stays)."""
     why = choice.insufficient.get(result.fullname) if choice else None
-    if not why or result.verdict == FAIL or result.status == "new":
+    if not why or result.verdict == FAIL or result.status != "compared":  # new or not compared: nothing to judge
         return result
     metrics = tuple(replace(m, verdict=INCONCLUSIVE, reason=f"{why}; {m.reason}") if m.verdict in (gate.PASS, gate.WARN)
                     and m.metric in h.DEFAULT_METRICS else m for m in result.metrics)

@@ -103,8 +103,8 @@ def token_clock_kind(setting: str, device: str) -> str:
     return "event" if setting == "event" or (setting == "auto" and on_cuda) else "sync"
 
 
-def make_token_clock(sync, kind: str = "sync", event_factory=None):
-    """A transformers StoppingCriteria that stamps each new token (perf_counter seconds).
+def make_token_clock(sync, kind: str = "sync", event_factory=None, now=time.perf_counter):
+    """A transformers StoppingCriteria that stamps each new token (``now()`` seconds: perf_counter).
 
     ``sync``: sync the device, read the host clock. ``event``: record a CUDA event (no stall);
     ``finish()`` turns the events into host times after the round's closing sync, as the
@@ -143,7 +143,7 @@ def make_token_clock(sync, kind: str = "sync", event_factory=None):
                 self._events.append(event)
             else:
                 sync()
-                self.stamps.append(time.perf_counter())
+                self.stamps.append(now())
             if self._not_done is None or self._not_done.shape[0] != input_ids.shape[0]:
                 self._not_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             return self._not_done
@@ -318,7 +318,7 @@ class CaseRunner:
         if self.energy_meter is not None:
             self._window_rounds += 1
             self._window_tokens += timing.new_tokens * timing.batch_size
-            if self.energy_meter.clock() - self._window_start.t_s >= self.settings.energy_window_s:
+            if self.energy_meter.elapsed_s(self._window_start) >= self.settings.energy_window_s:
                 self._close_window()
 
     def _begin_measurement(self):

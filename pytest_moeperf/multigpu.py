@@ -297,53 +297,57 @@ class XdistController:
         self.held.pop(wid, None)
 
     def merge(self) -> dict:
+        """The workers' cases as one pytest-benchmark document, built by pytest-benchmark's own hooks."""
+        from . import bench_api
+
         records = {wid: read_records(path, offset) for wid, (path, offset) in self.logs.items()}
-        bs = getattr(self.config, "_benchmarksession", None)
         machine_info, commit_info = {}, {}
-        if bs is not None and any(r.get("type") == "case" for recs in records.values() for r in recs):
+        if hasattr(self.config.hook, "pytest_benchmark_generate_json") and any(
+                r.get("type") == "case" for recs in records.values() for r in recs):
             try:
-                machine_info = bs.get_machine_info()
-                commit_info = self.config.hook.pytest_benchmark_generate_commit_info(config=self.config)
-                self.config.hook.pytest_benchmark_update_commit_info(config=self.config, commit_info=commit_info)
+                machine_info = bench_api.machine_info(self.config)
+                commit_info = bench_api.commit_info(self.config)
             except Exception as exc:  # machine/commit info is descriptive: never lose the merge for it
                 self.notes.append(f"machine/commit info incomplete: {exc}")
-        doc = merge_worker_records(records, machine_info, commit_info)
-        doc["machine_info"]["moeperf_worker_logs"] = {wid: path for wid, (path, _) in self.logs.items()}
+        merged = merge_worker_records(records, machine_info, commit_info)
+        merged["machine_info"]["moeperf_worker_logs"] = {wid: path for wid, (path, _) in self.logs.items()}
+        doc = merged
+        if hasattr(self.config.hook, "pytest_benchmark_generate_json"):
+            doc = bench_api.document(self.config, merged["benchmarks"], merged["machine_info"], commit_info)
+            doc["moeperf_failed"] = merged["moeperf_failed"]
         self.doc = doc
         return doc
 
     def write(self, doc: dict) -> list[str]:
+        """To --moeperf-merged-json and/or --benchmark-json (else <results>.merged.json), and to
+        pytest-benchmark's storage with --benchmark-save/--benchmark-autosave."""
         from pytest_benchmark.utils import safe_dumps
+
+        from . import bench_api
 
         written = []
         text = safe_dumps(doc, ensure_ascii=True, indent=4)
-        bs = getattr(self.config, "_benchmarksession", None)
         own = self.config.getoption("moeperf_merged_json", None)
-        fh = getattr(bs, "json", None) if bs is not None else None
-        if fh is None:
-            fh = self.config.getoption("benchmark_json", None)
         if own:
             os.makedirs(os.path.dirname(os.path.abspath(own)), exist_ok=True)
             with open(own, "w", encoding="utf-8") as out:
                 out.write(text)
             written.append(own)
-        if fh is not None and hasattr(fh, "write"):
-            with fh:
-                fh.write(text.encode())
-            written.append(str(getattr(fh, "name", "--benchmark-json")))
+        path = bench_api.write_json_option(self.config, text)
+        if path is not None:
+            written.append(path)
         if not written:
             path = merged_default_path(self.results)
             with open(path, "w", encoding="utf-8") as out:
                 out.write(text)
             written.append(path)
-        save = getattr(bs, "save", None) or getattr(bs, "autosave", None) if bs is not None else None
-        if save and doc["benchmarks"]:
-            stored = copy.deepcopy(doc)
-            if not getattr(bs, "save_data", False):
-                for b in stored["benchmarks"]:
-                    b.get("stats", {}).pop("data", None)
-            bs.storage.save(stored, save)
-            written.append(f"{bs.storage} (--benchmark-save)")
+        save = bench_api.save_name(self.config)
+        storage = bench_api.benchmark_storage(self.config) if save else None
+        if storage is not None and doc["benchmarks"]:
+            stored = bench_api.document(self.config, doc["benchmarks"], doc["machine_info"], doc.get("commit_info", {}),
+                                        include_data=bool(self.config.getoption("benchmark_save_data", False)))
+            storage.save(stored, save)
+            written.append(f"{storage} (--benchmark-save)")
         return written
 
 
@@ -647,15 +651,41 @@ def _tp_args(argv):
     return p.parse_args(argv)
 
 
-def uses_expert_parallel(config) -> bool:
-    """True for MoE configs whose only sharding plan is expert-parallel.
+def _shards_experts(plan) -> bool:
+    """Whether a transformers sharding plan (module pattern -> style) splits the MoE experts."""
+    return any("experts" in str(pattern).split(".") for pattern in (plan or {}))
 
-    transformers 5.17's GptOss config has no ``base_model_tp_plan`` (tp_plan="auto" would shard only
-    lm_head and replicate 114 B expert weights on every GPU) but a ``base_model_ep_plan``: its
-    experts are split across the ranks (grouped_gemm), attention and router replicated. That plan
-    is taken only with ``DistributedConfig(enable_expert_parallel=True)``.
+
+def uses_expert_parallel(config) -> bool:
+    """True for MoE configs whose experts only the expert-parallel plan splits across the ranks.
+
+    Chosen by what each plan shards, not by which plans exist: GptOss in transformers 5.17 has no
+    ``base_model_tp_plan``; in 5.24 its TP plan shards only ``embed_tokens``, so tp_plan="auto"
+    alone would replicate the 114 B expert weights of gpt-oss-120b on every GPU. Its
+    ``base_model_ep_plan`` splits the experts (grouped_gemm), attention and router replicated.
     """
-    return bool(getattr(config, "base_model_ep_plan", None)) and not getattr(config, "base_model_tp_plan", None)
+    return _shards_experts(getattr(config, "base_model_ep_plan", None)) and not _shards_experts(
+        getattr(config, "base_model_tp_plan", None))
+
+
+def distributed_config(config, tp_size: int):
+    """transformers' DistributedConfig for ``tp_size`` ranks: the expert-parallel plan for MoE
+    configs where it is what splits the experts (uses_expert_parallel), else the TP plan.
+
+    transformers 5.24 takes ``ep_size`` (``enable_expert_parallel`` is deprecated there and its
+    ``tp_plan={}`` is refused with ``tp_size > 1``): experts split by the EP plan, the dense modules
+    by the TP plan (GptOss: the embedding, row-wise). 5.17 has only ``enable_expert_parallel``:
+    experts split, everything else replicated.
+    """
+    import dataclasses
+
+    from transformers.distributed.configuration_utils import DistributedConfig
+
+    if not uses_expert_parallel(config):
+        return DistributedConfig(tp_plan="auto", tp_size=tp_size)
+    if "ep_size" in {f.name for f in dataclasses.fields(DistributedConfig)}:
+        return DistributedConfig(tp_plan="auto", tp_size=tp_size, ep_size=tp_size)
+    return DistributedConfig(tp_plan="auto", tp_size=tp_size, enable_expert_parallel=True)
 
 
 def load_tp_model(name: str, dtype: str, checkpoint: str | None, tp_size: int, device: str, seed: int = 0):
@@ -667,15 +697,13 @@ def load_tp_model(name: str, dtype: str, checkpoint: str | None, tp_size: int, d
     """
     import torch
     from transformers import AutoModelForCausalLM
-    from transformers.distributed.configuration_utils import DistributedConfig
 
     from .loading import LoadedModel, torch_dtype
     from .presets import count_params, get_preset
     from .tokenizer import get_tokenizer
 
     preset = get_preset(name)
-    dist_cfg = DistributedConfig(tp_plan="auto", tp_size=tp_size,
-                                 enable_expert_parallel=uses_expert_parallel(preset.make_config()))
+    dist_cfg = distributed_config(preset.make_config(), tp_size)
     torch.manual_seed(seed)
     before = torch.cuda.memory_allocated() if device == "cuda" else 0
     t0 = time.perf_counter()

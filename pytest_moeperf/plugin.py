@@ -13,6 +13,7 @@ import pytest
 
 from .options import (BACKENDS, CONTEXT_MODES, DEFAULT_RESULTS_PATH, DEFAULT_VERDICT_JSON, DTYPES, EXPERTS,
                       GPU_KINDS, parse_options)
+from .outputs import check_run_outputs, drop_unfinished, quiet_unused_fixture
 
 SESSION_KEY = "_moeperf"
 
@@ -78,6 +79,22 @@ def pytest_addoption(parser):
     add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
         help="compare even when the baseline was measured on another GPU kind")
     add("--moeperf-verdict-json", metavar="PATH", default=DEFAULT_VERDICT_JSON, help="where to write the gate's verdicts")
+    # an OpenAI-compatible server instead of the in-process engine (docs/serving.md)
+    add("--moeperf-endpoint", metavar="URL", default=None,
+        help="benchmark the OpenAI-compatible server at URL (e.g. http://127.0.0.1:8000/v1); requests go only there")
+    add("--moeperf-endpoint-model", metavar="NAME", default=None, help="the model name the server expects")
+    add("--moeperf-endpoint-api", metavar="API", default=None, help="chat (default) or completions")
+    add("--moeperf-endpoint-timeout-s", metavar="S", default=None,
+        help="one request's time limit; past it the request is recorded as failed (default 60)")
+    add("--moeperf-endpoint-ready-timeout-s", metavar="S", default=None,
+        help="how long to wait for the server's first answer (load and warm-up; default 180)")
+    add("--moeperf-endpoint-eos-field", metavar="KIND", default=None,
+        help="how to force the output length past EOS: auto (default), ignore_eos, generation_config, none")
+    add("--moeperf-endpoint-gpu-index", metavar="N", default=None,
+        help="NVML index of the server's GPU when it is on this machine: energy is read from it (default: no energy)")
+    add("--moeperf-endpoint-tokenizer", metavar="PATH", default=None,
+        help="the served model's tokenizer (folder or id) to build exact prompts and check token counts "
+             "(default: the model name when it is a local folder)")
     add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
         help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
              "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
@@ -96,7 +113,11 @@ def pytest_configure(config):
         # Validate every value now, without torch: a GPU kind is checked through NVML below; with
         # auto the CPU defaults are the laxer ones (fewer new tokens, 4096-position presets), so no
         # valid run is refused here; GPU-only limits are checked at collection (options()).
-        parse_options(get, cuda_available=gpu in GPU_KINDS)
+        options = parse_options(get, cuda_available=gpu in GPU_KINDS)
+        gpu = options.gpu
+        from .serving.endpoint import parse_endpoint  # pure: no httpx
+
+        parse_endpoint(get)
         if gpu in GPU_KINDS:
             from .session import check_gpu_kind
 
@@ -106,6 +127,11 @@ def pytest_configure(config):
     if gpu not in ("auto",) and config.getoption("benchmark_storage", None) in (None, "file://./.benchmarks"):
         # baselines of different GPU kinds must never mix: one storage folder per kind
         config.option.benchmark_storage = f"file://{os.path.join(str(config.rootpath), 'baselines', gpu)}"
+    if not hasattr(config, "workerinput"):  # xdist workers write none of these files themselves
+        try:
+            check_run_outputs(_getter(config), options, given_only=True)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     cache = get("moeperf_compile_cache")
     if cache:  # must be set before inductor first reads it
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(os.path.expanduser(cache))
@@ -125,6 +151,17 @@ def pytest_configure(config):
     config.pluginmanager.register(GatePlugin(config), "moeperf-gate")
 
 
+def _check_benchmark_versions() -> None:
+    """A pytest / pytest-benchmark pair that cannot run a benchmark stops before any model loads."""
+    from importlib.metadata import version
+
+    from .bench_api import incompatible_versions
+
+    why = incompatible_versions(pytest.__version__, version("pytest-benchmark"))
+    if why:
+        raise pytest.UsageError(why)
+
+
 class MoeperfState:
     """Per-pytest-session wiring around a MoeperfSession (created on first use)."""
 
@@ -136,6 +173,10 @@ class MoeperfState:
         self._log_started = False
         self.cases_by_id: dict = {}  # case id -> Case, filled at parametrization
         self.resumed: list[str] = []  # case ids skipped by --moeperf-resume
+        self.resume_notes: list[str] = []  # why logged cases were not skipped, torn lines ...
+        self.started: set[str] = set()  # nodeids of cases whose rounds began in this process
+        self.finished_nodeids: set[str] = set()
+        self.moeperf_items = 0
         self._usage_error: pytest.UsageError | None = None  # raised after collection: exit 4, no traceback
         self.progress = None  # progress_pytest.TerminalProgress, set at configure (not on xdist workers)
 
@@ -145,10 +186,14 @@ class MoeperfState:
             from .results_log import ResultsLog
             from .session import MoeperfSession
 
-            from .results_log import options_fingerprint
+            from .results_log import options_fingerprint, options_settings
 
             options = self.options()
-            self._session = MoeperfSession(options, log=ResultsLog(options.results_path, options_fingerprint(options)))
+            try:
+                log = ResultsLog(options.results_path, options_fingerprint(options), options_settings(options))
+            except ValueError as exc:
+                raise pytest.UsageError(f"--moeperf-results: {exc}") from None
+            self._session = MoeperfSession(options, log=log)
             if self.progress is not None:
                 self._session.progress = self.progress
         return self._session
@@ -177,7 +222,9 @@ class MoeperfState:
                 info["cuda_version"] = sys.modules["torch"].version.cuda
             info["gpu"] = self._session.gpu_identity()
             info["moeperf_device"] = self._session.device_name
-        elif (self.config.getoption("moeperf_gpu", None) or "auto").lower() != "cpu":
+        elif (self.config.getoption("moeperf_gpu", None) or "auto").lower() == "cpu":
+            info["moeperf_device"] = "cpu"  # known before any case: the gate refuses a GPU baseline up front
+        else:
             # before any case ran (the gate checks the GPU at session start): NVML alone names
             # the GPU, without importing torch
             from .gpu import identity_or_none
@@ -197,8 +244,10 @@ class MoeperfState:
         if "moeperf_case" not in metafunc.fixturenames:
             return
         try:
+            _check_benchmark_versions()
             cases = self.session.options.cases()
             self.config.hook.pytest_moeperf_modify_cases(config=self.config, cases=cases)
+            self._check_cases(cases)
             self._check_contexts(cases)
         except pytest.UsageError as exc:
             # raised here it would become a collection error with a traceback (exit 2)
@@ -214,17 +263,41 @@ class MoeperfState:
         if self._usage_error is not None:
             raise self._usage_error
 
+    def _check_cases(self, cases):
+        """The matrix after pytest_moeperf_modify_cases: each case valid and measured once."""
+        from .options import check_case, check_unique_cases
+
+        try:
+            check_unique_cases(cases)
+            for case in cases:
+                check_case(case)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
         """--moeperf-resume: deselect the cases the results log already holds as finished."""
-        if not config.getoption("moeperf_resume", False):
+        self.moeperf_items = sum(1 for i in items if "moeperf_case" in getattr(i, "callspec", _NoSpec).params)
+        if (self.moeperf_items and config.getoption("benchmark_disable", False)
+                and not config.getoption("benchmark_enable", False) and self._usage_error is None):
+            # disabled, pytest-benchmark runs the target once and keeps no stats: nothing could be
+            # measured honestly, logged or summarised (docs/faults.md)
+            self._usage_error = pytest.UsageError(
+                "--benchmark-disable: moeperf cases are measurements and record nothing when benchmarks are "
+                "disabled; drop it, or leave the cases out with --benchmark-skip or -m 'not moeperf'")
+        if self.moeperf_items and self._usage_error is None and not hasattr(config, "workerinput"):
+            try:  # the default paths too, now that cases will be measured (before any model loads)
+                check_run_outputs(_getter(config), self.session.options)
+            except ValueError as exc:
+                self._usage_error = pytest.UsageError(str(exc))
+        if not config.getoption("moeperf_resume", False) or self._usage_error is not None:
             return
-        from .results_log import finished_case_ids, options_fingerprint
+        from .results_log import resume_plan
 
-        path = self.session.options.results_path
         try:
-            done = finished_case_ids(path, options_fingerprint(self.session.options)) if os.path.exists(path) else set()
+            done, self.resume_notes = resume_plan(self.session.options)
         except (OSError, ValueError) as exc:
-            raise pytest.UsageError(f"--moeperf-resume: cannot read {path}: {exc}") from None
+            raise pytest.UsageError(f"--moeperf-resume: {exc}") from None
         keep, skipped = [], []
         for item in items:
             spec = getattr(item, "callspec", None)
@@ -246,8 +319,12 @@ class MoeperfState:
             smallest[c.model] = min(smallest.get(c.model, c.context_tokens), c.context_tokens)
         for model, ctx in smallest.items():
             p = get_preset(model)
+            checkpoint = self.session.options.checkpoint_for(model)
             try:
-                tok = get_tokenizer(p.family, p.vocab_size, self.session.options.checkpoint_for(model))
+                tok = get_tokenizer(p.family, p.vocab_size, checkpoint)
+            except ValueError as exc:  # the checkpoint's tokenizer: a --moeperf-weights problem
+                raise pytest.UsageError(f"--moeperf-weights: {model}={checkpoint}: {exc}") from None
+            try:
                 build_exact_context(tok, ctx)
             except (ContextError, ValueError) as exc:
                 raise pytest.UsageError(f"--moeperf-contexts: {model}: {exc}") from None
@@ -264,20 +341,37 @@ class MoeperfState:
             bench = fixture.stats.as_dict(include_data=True)
             self.log_case(bench)
             self.finished.append((case, bench["extra_info"]))
+            self.finished_nodeids.add(item.nodeid)
             self.config.hook.pytest_moeperf_case_finished(config=self.config, case=case, extra_info=bench["extra_info"])
         elif report.failed:
+            quiet_unused_fixture(fixture)
             error = _report_line(report)
             self.session.log.case_failed(item.nodeid, case.case_id, error)
             self.failed.append((case, error))
             self.config.hook.pytest_moeperf_case_failed(config=self.config, case=case, error=error)
 
+    def pytest_runtest_call(self, item):
+        if "moeperf_case" in getattr(item, "callspec", _NoSpec).params:
+            self.started.add(item.nodeid)
+
     def pytest_benchmark_update_machine_info(self, config, machine_info):
         machine_info.update(self.machine_info_extra())
 
+    def pytest_benchmark_update_json(self, config, benchmarks, output_json):
+        """A case cut short (Ctrl-C mid-rounds) has stats but never finished: drop it from the
+        --benchmark-json and --benchmark-save documents, as from the results log."""
+        output_json["benchmarks"] = drop_unfinished(output_json.get("benchmarks") or [], self.started,
+                                                    self.finished_nodeids)
+
     def pytest_terminal_summary(self, terminalreporter):
+        for note in self.resume_notes:
+            terminalreporter.write_line(f"moeperf resume: {note}")
         if self.resumed:
-            terminalreporter.write_line(f"moeperf resume: {len(self.resumed)} case(s) already finished in "
-                                        f"{self.session.options.results_path}: {', '.join(self.resumed)}")
+            everything = not (self.finished or self.failed or self.started)
+            terminalreporter.write_line(
+                f"moeperf resume: {'all ' if everything else ''}{len(self.resumed)} case(s) already finished in "
+                f"{self.session.options.results_path}: {', '.join(self.resumed)}"
+                + ("; nothing left to run" if everything else ""))
         if not (self.finished or self.failed):
             return
         from .summary import render_summary
@@ -290,6 +384,8 @@ class MoeperfState:
     def pytest_sessionfinish(self, session):
         if self._session is not None:
             self._session.release()
+        if self.resumed and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # a finished run resumed: done, not "no tests"
 
 
 class _NoSpec:
@@ -333,10 +429,13 @@ def moeperf_measure(moeperf, benchmark):
         def run_rounds(target, rounds, warmup_rounds):
             benchmark.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
 
+        error = None
         try:
             info = moeperf.measure_case(case, run_rounds)
         except CaseFailed as exc:
-            pytest.fail(str(exc), pytrace=False)
+            error = str(exc)
+        if error is not None:  # outside the except: pytest shows the one line, not a chained second copy
+            pytest.fail(error, pytrace=False)
         benchmark.extra_info.update(info)
         return info
 

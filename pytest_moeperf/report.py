@@ -62,6 +62,11 @@ def run(args) -> int:
     baseline = load_results(args.against) if getattr(args, "against", None) else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    import sys
+
+    for doc in (results, baseline):
+        for note in (doc.warnings if doc is not None else ()):
+            print(f"warning: {note}", file=sys.stderr)
     markdown, written = "", []
     if results.rows:
         report = Report(results, baseline)
@@ -203,6 +208,7 @@ class Results:
     doc: dict
     rows: list[Row]
     by_id: dict[str, Row] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # shown on stderr by run()
 
     def __post_init__(self):
         for r in self.rows:
@@ -260,6 +266,11 @@ def load_results(path, allow_empty: bool = False) -> Results:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
+        from .results_log import looks_like_results_log
+
+        if looks_like_results_log(text):
+            raise ValueError(f"{p}: a results log (JSON lines), not a run; rebuild the run with python -m "
+                             f"pytest_moeperf results {p} --json run.json and give run.json") from None
         raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{p}: not a pytest-benchmark document (top level is not an object)")
@@ -270,7 +281,16 @@ def load_results(path, allow_empty: bool = False) -> Results:
     rows = [_row(b) for b in benches if isinstance(b, dict) and "load_point" not in (b.get("extra_info") or {})]
     if not rows and not allow_empty:
         raise ValueError(f"{p}: no benchmarks")
-    return Results(str(p), doc, rows)
+    present = [(r, m.key) for r in rows for m in METRICS if r.ei.get(m.key) is not None]
+    bad = [(r.case_id, key) for r, key in present if _num(r.ei.get(key)) is None]
+    if rows and len(bad) == len(present):
+        raise ValueError(f"{p}: no benchmark has a numeric moeperf metric (ttft_ms, tpot_ms, ...); give the "
+                         f"--benchmark-json of a benchmarks/ run, or python -m pytest_moeperf results LOG --json")
+    results = Results(str(p), doc, rows)
+    if bad:
+        results.warnings.append(f"{p}: {len(bad)} metric value(s) are not numbers and show as {DASH} "
+                                f"(e.g. {bad[0][1]} of {bad[0][0]})")
+    return results
 
 
 # --------------------------------------------------------------------------------------------

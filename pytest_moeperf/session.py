@@ -144,9 +144,14 @@ class MoeperfSession:
     def measure_case(self, case: Case, run_rounds) -> dict:
         """Measure ``case``; ``run_rounds(target, rounds, warmup_rounds)`` drives the rounds.
 
-        Returns the extra_info dict. Failures (CUDA OOM, compile errors, ...) raise CaseFailed
+        Returns the extra_info dict. A case the plugin would refuse (a context past the model's
+        positions, an unknown axis value) raises ValueError before anything loads.
+        Failures (CUDA OOM, compile errors, ...) raise CaseFailed
         with one line, after memory is released, so the session goes on with the next case.
         """
+        from .options import check_case
+
+        check_case(case)  # what the plugin checks at collection (context vs positions, axes): ValueError
         import torch
 
         error = None

@@ -52,7 +52,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict,
     log, bjson = pytester.path / "r.jsonl", pytester.path / "bench.json"
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--moeperf-gate", "off",
                                            "--moeperf-results", str(log), "--benchmark-json", str(bjson),
-                                           *args, "benchmarks", timeout=300)
+                                           *args, "benchmarks", timeout=600)  # a hang guard: a cold inductor compile on 2 busy cores took > 300 s
     out = result.stdout.str() + "\n" + result.stderr.str()
     doc = json.loads(bjson.read_text()) if bjson.exists() else {"benchmarks": []}
     records = read_log(str(log)) if log.exists() else []

@@ -37,11 +37,12 @@ OTHER_PID = 4242
 # --- a fake pynvml ------------------------------------------------------------------------------
 
 def fake_pynvml(watts: float = 100.0, thermal_step_ns: int = 0, init_error: str | None = None,
-                energy_error: str | None = None, others=((OTHER_PID, 3 << 30),)) -> types.ModuleType:
-    """A pynvml stand-in: energy counter = watts x elapsed time, a thermal violation counter that
-    rises by ``thermal_step_ns`` per read, running processes (ours plus ``others``)."""
+                energy_error: str | None = None, others=((OTHER_PID, 3 << 30),),
+                clock=time.perf_counter) -> types.ModuleType:
+    """A pynvml stand-in: energy counter = watts x elapsed ``clock`` time, a thermal violation counter
+    that rises by ``thermal_step_ns`` per read, running processes (ours plus ``others``)."""
     m = types.ModuleType("pynvml")
-    t0 = time.perf_counter()
+    t0 = clock()
     state = {"thermal": 0}
     m.NVML_PERF_POLICY_POWER, m.NVML_PERF_POLICY_THERMAL = 0, 1
     m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 0, 2, 0
@@ -53,7 +54,7 @@ def fake_pynvml(watts: float = 100.0, thermal_step_ns: int = 0, init_error: str 
     def total_energy(handle):
         if energy_error:
             raise RuntimeError(energy_error)
-        return int(watts * 1000.0 * (time.perf_counter() - t0))  # mJ
+        return int(round(watts * 1000.0 * (clock() - t0)))  # mJ
 
     def violation(handle, policy):
         if policy == m.NVML_PERF_POLICY_THERMAL:
@@ -224,6 +225,44 @@ def test_fake_gpu_energy_windows(tiny_dense):
     assert info["energy_j_cv"] == pytest.approx(0.0, abs=1e-9) and info["energy_j_ci95"] is not None
     assert info["ape_energy"] == pytest.approx(info["tokens_per_j"] / (tiny_dense.params.active / 1e9))
     assert info["samples"]["energy_j"] == pytest.approx([60.0] * 3)
+    assert info["throttled_rounds"] == 0
+
+
+class SteppingClock:
+    """A clock for the energy meter: each read moves it ``step_s`` on; ``now`` reads without moving."""
+
+    def __init__(self, step_s: float):
+        self.step_s, self.now = step_s, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+def test_nvml_energy_windows_on_a_stepping_clock(use_pynvml, tiny_dense):
+    # The meter's clock moves 0.25 s a read (begin, one check a round, end): a window closes after
+    # its 4th round at >= 1 s and spans 1.25 s of a 100 W counter, however busy the machine is.
+    clock = SteppingClock(0.25)
+    use_pynvml(watts=100.0, clock=lambda: clock.now)
+    gpu = NvmlDevice()
+    settings = MeasureSettings(rounds=8, warmup_rounds=0, energy_window_s=1.0, energy_windows=2, max_rounds=8)
+    runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), settings, gpu=gpu,
+                        energy_meter=EnergyMeter(gpu, clock=clock))
+    runner.prime()
+    rounds = runner.plan_rounds()
+    assert rounds == 8  # what windows need is planned from the priming calls' real time: capped at 8 here
+    _run_rounds(runner, rounds)
+    info = runner.extra_info("cpu")
+    assert info["energy_unavailable"] is None
+    assert info["energy_windows"] == 2
+    assert info["energy_window_s"] == [1.25, 1.25]
+    assert info["avg_power_w"] == pytest.approx(100.0)
+    assert info["energy_j"] == pytest.approx(125.0 / 4)  # per round: 125 J a window over its 4 rounds
+    assert info["tokens_per_j"] == pytest.approx(4 * 4 / 125.0)  # 4 rounds x 4 new tokens a window
+    assert info["j_per_1k_tokens"] == pytest.approx(1000.0 * 125.0 / 16)
+    assert info["energy_j_cv"] == pytest.approx(0.0) and info["energy_j_ci95"] is not None
+    assert info["ape_energy"] > 0
+    assert info["samples"]["energy_j"] == pytest.approx([125.0 / 4] * 2)
     assert info["throttled_rounds"] == 0
 
 

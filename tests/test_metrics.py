@@ -144,29 +144,22 @@ def test_batched_moe_step_reads_more_experts():
 
 # -- the per-token clock's own cost --------------------------------------------------------------
 
-def test_sync_token_clock_reads_the_clock_after_the_device_sync(monkeypatch):
-    """The host stamp must include the wait for the device (a stamp read before the sync would
-    time the launch, not the token) and the clock never stops generate() itself."""
+def test_token_clock_does_one_sync_and_one_clock_read_per_token():
+    """What the sync clock adds per token is one device sync and one host-clock read (on the
+    H200 the event clock cost no measurable time: docs/metrics.md); counted with injected ones."""
     import torch
 
-    from pytest_moeperf import measure
+    from pytest_moeperf.measure import make_token_clock
 
-    now = [100.0]
-    monkeypatch.setattr(measure.time, "perf_counter", lambda: now[0])
-
-    def sync():  # the device finishes 5 ms after the host asks
-        now[0] += 0.005
-
-    clock = measure.make_token_clock(sync)
-    clock.begin(100.0)
-    ids = torch.zeros((2, 8), dtype=torch.long)
-    for _ in range(3):
-        stop = clock(ids, None)
-        now[0] += 0.001  # host work between tokens
-    assert clock.stamps == pytest.approx([100.005, 100.011, 100.017])
-    assert stop.shape == (2,) and not stop.any()
-    clock.begin(200.0)
-    assert clock.stamps == []
+    calls = []
+    ticks = iter(range(1000))
+    clock = make_token_clock(lambda: calls.append("sync"), now=lambda: calls.append("now") or float(next(ticks)))
+    ids = torch.zeros((1, 8), dtype=torch.long)
+    clock.begin(0.0)
+    for _ in range(5):
+        assert not clock(ids, None).any()  # never stops generation itself
+    assert calls == ["sync", "now"] * 5  # the sync comes first: the stamp is taken after the token is done
+    assert clock.stamps == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 class _FakeEvent:
@@ -227,9 +220,9 @@ def _get(**opts):
     return lambda name: opts.get(name)
 
 
-@given(st.lists(st.integers(min_value=64, max_value=4000), min_size=1, max_size=6))
+@given(st.lists(st.integers(min_value=64, max_value=4000), min_size=1, max_size=6, unique=True))
 @settings(max_examples=50, deadline=None)
-def test_contexts_round_trip(ctxs):
+def test_contexts_round_trip(ctxs):  # a value given twice is refused (test_bad_input.py)
     o = parse_options(_get(moeperf_gpu="cpu", moeperf_contexts=",".join(map(str, ctxs))), cuda_available=False)
     assert list(o.contexts) == ctxs
     assert [c.context_tokens for c in o.cases()] == [c for _m in o.models for c in ctxs]
@@ -267,7 +260,7 @@ def test_readme_example_without_pytest_runs():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = re.search(r"## Without pytest.*?```python\n(.*?)```", readme, re.S).group(1)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)  # a guard against a hang, not a speed target
     assert out.returncode == 0, out.stderr[-2000:]
     assert "TTFT" in out.stdout and "ms/token" in out.stdout
 
@@ -289,7 +282,7 @@ def test_results_log_survives_a_torn_line_followed_by_appends(tmp_path):
         warnings.simplefilter("always")
         recs = read_log(path)
     assert [r["benchmark"]["param"] for r in recs] == ["a", "b"]
-    assert any("skipped 1 unreadable line" in str(w.message) for w in caught)
+    assert any("skipped 1 record(s) cut short by an interrupted write" in str(w.message) for w in caught)
 
 
 def test_resume_and_rebuild_trust_only_the_latest_record_under_the_same_settings(tmp_path):

@@ -267,11 +267,69 @@ def test_more_workers_than_listed_gpus_is_a_usage_error(tmp_path):
 
 
 def test_moe_presets_shard_their_experts_and_dense_ones_use_their_tp_plan():
-    # GptOss has only an expert-parallel plan in transformers 5.17: tp_plan="auto" alone would
-    # replicate every expert on every GPU (gpt-oss-120b: 234 GB per H200, which does not fit)
+    # chosen by what each plan shards, for the installed transformers: GptOss has no TP plan in
+    # 5.17 and one that shards only the embedding in 5.24; tp_plan="auto" alone would replicate
+    # every expert on every GPU (gpt-oss-120b: 234 GB per H200, which does not fit)
     from pytest_moeperf.presets import get_preset
 
     assert mg.uses_expert_parallel(get_preset("gpt-oss-120b").make_config())
     assert mg.uses_expert_parallel(get_preset("tiny-moe").make_config())
     for dense in ("qwen3-32b", "yi-34b", "tiny-dense"):
         assert not mg.uses_expert_parallel(get_preset(dense).make_config())
+
+
+@pytest.mark.parametrize("ep, tp, expected", [
+    ({"layers.*.mlp.experts.gate_up_proj": "grouped_gemm"}, {"embed_tokens": "embedding_rowwise"}, True),
+    ({"layers.*.mlp.experts": "ep_dispatch_experts"}, None, True),
+    ({"layers.*.mlp.experts": "ep_dispatch_experts"}, {"layers.*.mlp.experts.down_proj": "local_rowwise"}, False),
+    (None, {"layers.*.self_attn.q_proj": "colwise"}, False),
+    ({"layers.*.mlp.router": "ep_router"}, None, False),  # a router rule alone splits no expert
+])
+def test_expert_parallel_is_chosen_by_what_the_plans_shard(ep, tp, expected):
+    class Config:
+        base_model_ep_plan = ep
+        base_model_tp_plan = tp
+
+    assert mg.uses_expert_parallel(Config()) is expected
+
+
+TP_SCRIPT = """
+import json, sys, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+from pytest_moeperf.multigpu import load_tp_model, uses_expert_parallel
+out = open(f"rank{dist.get_rank()}.jsonl", "w")  # one file a rank: their stdout lines interleave
+for name in sys.argv[1:]:
+    loaded = load_tp_model(name, "fp32", None, dist.get_world_size(), "cpu")
+    local = {n: list((p.to_local() if hasattr(p, "to_local") else p).shape)
+             for n, p in loaded.model.named_parameters() if ".layers.0." in n}
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([[1, 2, 3, 4]])).logits[0, -1, :4].tolist()
+    plan = "expert" if uses_expert_parallel(loaded.model.config) else "tensor"
+    out.write(json.dumps({"model": name, "rank": dist.get_rank(), "plan": plan, "local": local,
+                          "logits": logits}) + "\\n")
+out.close()
+dist.destroy_process_group()
+"""
+
+
+def test_two_gloo_ranks_split_the_moe_experts_and_the_dense_layers(tmp_path):
+    # the real load under torchrun (2 CPU ranks, gloo), with the installed transformers: each
+    # rank holds half of tiny-moe's 4 experts (attention whole), and a half of tiny-dense's q_proj
+    script = tmp_path / "tp.py"
+    script.write_text(TP_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+                           "tiny-moe", "tiny-dense"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    results = [json.loads(ln) for r in (0, 1) for ln in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()]
+    by = {(r["model"], r["rank"]): r for r in results}
+    assert set(by) == {(m, r) for m in ("tiny-moe", "tiny-dense") for r in (0, 1)}, out[-4000:]
+    for rank in (0, 1):
+        moe, dense = by["tiny-moe", rank], by["tiny-dense", rank]
+        assert moe["plan"] == "expert" and dense["plan"] == "tensor"
+        assert moe["local"]["model.layers.0.mlp.experts.gate_up_proj"][0] == 2  # 4 experts / 2 ranks
+        assert moe["local"]["model.layers.0.mlp.experts.down_proj"][0] == 2
+        assert moe["local"]["model.layers.0.self_attn.q_proj.weight"] == [64, 64]  # replicated
+        assert dense["local"]["model.layers.0.self_attn.q_proj.weight"] == [32, 64]  # colwise: 64 rows / 2
+    for model in ("tiny-moe", "tiny-dense"):  # the ranks agree on the output: the collectives ran
+        assert by[model, 0]["logits"] == pytest.approx(by[model, 1]["logits"], rel=1e-5, abs=1e-6)

@@ -277,7 +277,7 @@ def test_loading_the_plugin_imports_no_torch_transformers_or_pynvml(tmp_path):
         rc = pytest.main(["--co", "-q", "-p", "no:cacheprovider", {str(empty)!r}], plugins=[probe])
         print(json.dumps({{"rc": int(rc), "state": probe.state, "gate": probe.gate,
                           "plugin": "pytest_moeperf.plugin" in sys.modules,
-                          "heavy": [m for m in ("torch", "transformers", "pynvml", "scipy") if m in sys.modules]}}))
+                          "heavy": [m for m in ("torch", "transformers", "pynvml", "scipy", "httpx") if m in sys.modules]}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTEST_ADDOPTS": ""})
@@ -305,3 +305,26 @@ def test_resume_after_a_crash_runs_only_the_missing_cases(pytester):
     log = pytester.path / "r.jsonl"
     names = sorted(r["benchmark"]["name"] for r in _records(log, "case"))
     assert names == ["test_generate[tiny-dense-c64-n4]", "test_generate[tiny-dense-c80-n4]"]
+
+
+# --- real checkpoints by path ---------------------------------------------------------------------
+
+def test_saved_checkpoints_of_both_architectures_benchmark_by_path(pytester, tiny_checkpoint):
+    """The path every user with real weights takes: save_pretrained folders through --moeperf-weights.
+
+    Both tiny architectures in one run, from a plain install (no extra): the checkpoint's own
+    weights, tokenizer and chat template are what the case measures.
+    """
+    folders = {name: tiny_checkpoint(name) for name in ("tiny-moe", "tiny-dense")}
+    bjson = pytester.path / "bench.json"
+    result = _run(pytester, *FAST, "--moeperf-contexts", "64", "--benchmark-json", str(bjson),
+                  *[a for name, path in folders.items() for a in ("--moeperf-weights", f"{name}={path}")])
+    assert result.ret == 0, _output(result)[-4000:]
+    doc = json.loads(bjson.read_text())
+    by_model = {b["extra_info"]["model"]: b["extra_info"] for b in doc["benchmarks"]}
+    assert set(by_model) == {"tiny-moe", "tiny-dense"}
+    for name, extra in by_model.items():
+        assert extra["weights"] == "checkpoint" and extra["checkpoint"] == str(folders[name]), extra
+        assert extra["context_tokens"] == 64 and extra["ttft_ms"] > 0
+        missing = [k for k in schema.REQUIRED_KEYS if k not in extra]
+        assert not missing, f"{name}: missing {missing}"

@@ -116,8 +116,10 @@ class ServingOptions:
         return replace(self.engine, cuda_graphs=point.cuda_graphs)
 
 
-def parse_serving_options(get, run_options) -> ServingOptions:
-    """``get(name)``: the raw option (pytest's config.getoption); ``run_options``: the suite's RunOptions."""
+def parse_serving_options(get, run_options, endpoint_model: str | None = None) -> ServingOptions:
+    """``get(name)``: the raw option (pytest's config.getoption); ``run_options``: the suite's RunOptions;
+    ``endpoint_model``: the model's label when an OpenAI-compatible server is measured (one model,
+    the server's own dtype and engine settings)."""
     cuda = run_options.device == "cuda"
     d = GPU if cuda else CPU
     conc_raw, rate_raw = get("moeperf_concurrency"), get("moeperf_rate")
@@ -139,7 +141,9 @@ def parse_serving_options(get, run_options) -> ServingOptions:
         ins = list(run_options.contexts) if get("moeperf_contexts") else [d["input"]]
         outs = list(run_options.new_tokens) if get("moeperf_new_tokens") else [d["output"]]
         pairs = [(LengthSpec("fixed", i), LengthSpec("fixed", o)) for i in ins for o in outs]
-    for model in run_options.models:
+    models = (endpoint_model,) if endpoint_model else tuple(run_options.models)
+    dtypes = ("bf16",) if endpoint_model else tuple(run_options.dtypes)  # bf16: no suffix in the point id
+    for model in () if endpoint_model else models:
         from ..presets import get_preset
 
         limit = get_preset(model).max_positions
@@ -151,7 +155,9 @@ def parse_serving_options(get, run_options) -> ServingOptions:
     for g in graphs:
         if g not in CUDA_GRAPHS:
             raise ValueError(f"--moeperf-cuda-graphs: unknown {g!r}; use a list of {', '.join(CUDA_GRAPHS)}")
-    points = tuple(ServingPoint(m, i, o, load, g, dt) for m in run_options.models for dt in run_options.dtypes
+    if endpoint_model:
+        graphs = ["auto"]  # the server's own setting
+    points = tuple(ServingPoint(m, i, o, load, g, dt) for m in models for dt in dtypes
                    for g in graphs for i, o in pairs for load in loads)
     engine = EngineOptions(
         block_size=_int_opt(get("moeperf_kv_block_size"), "--moeperf-kv-block-size", d["block_size"], 4),

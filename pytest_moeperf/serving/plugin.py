@@ -78,17 +78,36 @@ class ServingState:
             from .options import parse_serving_options
 
             try:
-                self._options = parse_serving_options(lambda n: self.config.getoption(n, None), self.moeperf.options)
+                endpoint = self.endpoint()
+                label = None
+                if endpoint is not None:
+                    from .endpoint_runner import endpoint_label
+
+                    label = endpoint_label(endpoint.model)
+                self._options = parse_serving_options(lambda n: self.config.getoption(n, None), self.moeperf.options,
+                                                      endpoint_model=label)
             except ValueError as exc:
                 raise pytest.UsageError(str(exc)) from None
         return self._options
 
+    def endpoint(self):
+        """The --moeperf-endpoint settings (already validated at configure), or None."""
+        from .endpoint import parse_endpoint
+
+        return parse_endpoint(lambda n: self.config.getoption(n, None))
+
     @property
     def runner(self):
         if self._runner is None:
-            from .runner import ServingRunner
+            endpoint = self.endpoint()
+            if endpoint is not None:  # an OpenAI-compatible server instead of the in-process engine
+                from .endpoint_runner import EndpointRunner
 
-            self._runner = ServingRunner(self.moeperf, self.options())
+                self._runner = EndpointRunner(self.moeperf, self.options(), endpoint)
+            else:
+                from .runner import ServingRunner
+
+                self._runner = ServingRunner(self.moeperf, self.options())
         return self._runner
 
     def fingerprint(self) -> str:
@@ -101,7 +120,9 @@ class ServingState:
         o = self.options()
         blob = json.dumps({"base": options_fingerprint(self.moeperf.options), "requests": o.requests,
                            "engine": dataclasses.asdict(o.engine), "warm": o.warmup_requests,
-                           "slo": o.primary_slo.as_dict()}, sort_keys=True, default=str)
+                           "slo": o.primary_slo.as_dict(),
+                           "endpoint": dataclasses.asdict(self.endpoint()) if self.endpoint() else None},
+                          sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     # --- hooks ------------------------------------------------------------------------------
@@ -122,6 +143,11 @@ class ServingState:
             raise self._usage_error
 
     def pytest_collection_modifyitems(self, session, config, items):
+        if self.endpoint() is not None:  # the in-process generate() cases measure no server: not run
+            local = [i for i in items if "moeperf_case" in getattr(i, "fixturenames", ())]
+            if local:
+                config.hook.pytest_deselected(items=local)
+                items[:] = [i for i in items if i not in local]
         if not config.getoption("moeperf_resume", False) or not any(FIXTURE in getattr(i, "fixturenames", ()) for i in items):
             return
         from ..results_log import finished_case_ids

@@ -171,18 +171,18 @@ class ServingRunner:
 
         from ..memory import peak_rss_bytes, reset_peak_rss
 
-        gpu = self.session.gpu()
+        gpu = self._gpu()
         backend = self._ensure_backend(point)
         n = self.options.requests_for(point.load)
         spec = WorkloadSpec(n, point.input_len, point.output_len, seed=self.options.seed)
         requests = build_workload(spec, self._prompts[point.model], prefix=f"{point.load.label}-")
-        cuda = self.options.device == "cuda"
+        cuda = self._local_cuda()
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         rss_reset = reset_peak_rss()
         backend.reset_kv_peak()
-        meter = self.session.energy_meter
+        meter = self._energy_meter()
         holder: dict = {}
 
         def once():
@@ -229,6 +229,16 @@ class ServingRunner:
             info["engine_died"] = True
             self.close()
         return info
+
+    # where the endpoint runner (endpoint_runner.py) differs: device memory, GPU and energy meter
+    def _local_cuda(self) -> bool:
+        return self.options.device == "cuda"
+
+    def _gpu(self):
+        return self.session.gpu()
+
+    def _energy_meter(self):
+        return self.session.energy_meter
 
     def _harness_overhead(self, point: ServingPoint, info: dict) -> dict:
         """The harness's own latency at this point's concurrency, against a stub that answers at once
