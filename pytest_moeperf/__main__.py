@@ -1,4 +1,4 @@
-"""Command line: ``python -m pytest_moeperf {compare,report,results,history} ...``.
+"""Command line: ``python -m pytest_moeperf {compare,report,results,history,merge} ...``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; they are imported only when chosen.
@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "report": ("pytest_moeperf.report", "write a markdown report with the paper's tables and PNG plots"),
     "results": ("pytest_moeperf.results_log", "show the cases recorded in a results log (also after a crash)"),
     "history": ("pytest_moeperf.history_cli", "change points over the stored runs: trends, segments, a JSON"),
+    "merge": ("pytest_moeperf.merge_cli", "merge several runs' JSON documents into one (later files win)"),
 }
 
 

@@ -105,6 +105,9 @@ class NvmlDevice:
         return float(_call(n, "nvmlDeviceGetPowerUsage", n.nvmlDeviceGetPowerUsage, self.handle)) / 1000.0
 
     # --- health ---------------------------------------------------------------------------
+    def throttle_mask(self) -> int:
+        return throttle_mask(self.nvml)
+
     def clock_event_reasons(self) -> int:
         n = self.nvml
         fn = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons

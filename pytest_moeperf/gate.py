@@ -59,26 +59,8 @@ METHOD_NONE = "none"               # skipped
 
 MIB = 1024 * 1024
 
-# Defaults sized to the noise measured on the H200 (see docs/gate.md): two runs of the same
-# code (static backend, same machine, separate processes) differed by 5.8% in TPOT with
-# a within-run spread of only ~1.5%, so the practical threshold for latency and throughput
-# sits above that run-to-run drift (7%); a 10% decode slowdown still clears it.
-# Energy windows scatter 5-12% -> 8%.
-DEFAULT_THRESHOLDS_BY_KIND_PCT: Mapping[str, float] = {
-    "latency": 7.0,
-    "throughput": 7.0,
-    "energy": 8.0,
-    "efficiency": 7.0,
-    "memory": 2.0,  # the percent part of the memory tolerance
-}
-# Tails of ~10 rounds are nearly the max and swing more; energy-derived ratios follow energy.
-DEFAULT_THRESHOLD_OVERRIDES_PCT: Mapping[str, float] = {
-    "ttft_ms_p95": 10.0,
-    "itl_ms_p95": 10.0,
-    "e2e_ms_p95": 10.0,
-    "ape_energy": 8.0,
-}
-
+# The default thresholds (and why) live with each metric in schema.py (THRESHOLD_BY_KIND_PCT,
+# Metric.threshold_pct); [tool.moeperf.gate] thresholds and --moeperf-threshold override them.
 
 # Run-to-run drift assumed when the baseline comes from another physical GPU (its UUID differs)
 # and holds a single run, so no drift can be estimated from it. Measured on H200 leases: the
@@ -114,15 +96,12 @@ EAGER_BACKEND = "eager"
 # gate trust a drift of 0.5%; ten runs of a quiet machine outweigh the prior.
 SINGLE_RUN_DRIFT_PRIOR_DOF = 4
 
-# Host RSS depends on how the process was set up (an xdist worker held 340 MiB more than a
-# plain run of the same case on the H200) and on the driver, not on the code under test alone.
-UNGATED_MEMORY_METRICS = frozenset({"peak_rss_bytes"})
+# Host RSS: schema.Metric.gated says why it is reported but never FAILs.
+UNGATED_MEMORY_METRICS = frozenset(m.key for m in schema.METRICS if not m.gated)
 
 
 def default_thresholds_pct() -> dict[str, float]:
-    out = {m.key: DEFAULT_THRESHOLDS_BY_KIND_PCT[m.kind] for m in schema.METRICS}
-    out.update(DEFAULT_THRESHOLD_OVERRIDES_PCT)
-    return out
+    return {m.key: m.threshold_pct for m in schema.METRICS}
 
 
 class BaselineError(ValueError):
@@ -145,8 +124,8 @@ class GateConfig:
     # Cuts false FAILs of same-code runs 2-6x where the spread is near the threshold, and
     # keeps the power for a 10% slowdown at CV 3%, 10 rounds (see docs/gate.md).
     margin_fraction: float = 0.5
-    memory_tolerance_pct: float = 2.0
-    memory_tolerance_bytes: int = 256 * MIB
+    memory_tolerance_pct: float = schema.THRESHOLD_BY_KIND_PCT["memory"]
+    memory_tolerance_bytes: int = schema.MEMORY_TOLERANCE_BYTES
     # an improvement beyond this suggests refreshing the baseline; None: the metric's threshold
     improvement_warn_pct: float | None = None
     strict: bool = False
@@ -183,7 +162,7 @@ class GateConfig:
 _CONFIG_KEYS = ("thresholds", "alpha", "power", "margin_fraction", "memory_tolerance_pct", "memory_tolerance_bytes",
                 "improvement_warn_pct", "allow", "strict", "ignore_gpu", "run_drift_pct",
                 "eager_run_drift_pct")
-_KINDS = tuple(DEFAULT_THRESHOLDS_BY_KIND_PCT)
+_KINDS = tuple(schema.THRESHOLD_BY_KIND_PCT)
 
 
 def _positive_pct(value: Any, where: str) -> float:
@@ -1146,18 +1125,6 @@ def compare_documents(base_docs: Sequence[Mapping[str, Any]],
     rounds are pooled and the spread of their medians joins the baseline runs' in the
     run-to-run drift, which shrinks as sqrt(1/m + 1/k) with m runs here and k stored.
     """
-    head_docs = [head] if isinstance(head, Mapping) else list(head)
-    head_doc = head_docs[-1]
-    for doc in head_docs:
-        check_gpu(base_docs, doc, config)
-    index = index_baseline(base_docs)
-    cross = any(is_cross_machine(base_docs, doc) for doc in head_docs)
-    results = []
-    for bench in head_doc.get("benchmarks", []):
-        base, source = find_baseline(index, bench)
-        runs = baseline_history(head_docs, bench) if len(head_docs) > 1 else [bench]
-        head_bench = pool_runs(runs) if len(runs) > 1 else bench
-        results.append(compare_benchmark(base, head_bench, config, source, baseline_history(base_docs, bench),
-                                         bench_cross_machine(base, bench, cross),
-                                         [r.get("extra_info") or {} for r in runs] if len(runs) > 1 else ()))
-    return build_result(results, base_docs, config, head_doc)
+    from .gate_run import GateRun  # the one path every verdict takes (gate_run imports this module)
+
+    return GateRun(base_docs, config).compare(head)

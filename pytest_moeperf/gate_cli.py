@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 from . import history_gate
-from .gate import compare_documents, find_pyproject, load_documents, load_gate_config
+from .gate import find_pyproject, load_documents, load_gate_config
 from .gate_render import render_markdown, render_text
+from .gate_run import GateRun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
     base_docs = load_documents(args.base, all_runs=args.all_runs or segment)
     choice = history_gate.last_stable(base_docs) if segment else None
     head_docs = [load_documents(path)[-1] for path in args.head]
-    result = compare_documents(choice.docs if choice else base_docs,
-                               head_docs if len(head_docs) > 1 else head_docs[0], config)
-    result = history_gate.apply(result, choice)
+    result = GateRun(choice.docs if choice else base_docs, config, choice).compare(head_docs)
     lines = [f"baseline segment: {note}" for note in choice.notes] if choice else []
     print("\n".join([*lines, render_text(result, verbose=args.verbose)]))
     if args.json:

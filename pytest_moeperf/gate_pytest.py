@@ -9,17 +9,16 @@ is the metric table; the session summary and the verdict JSON cover every benchm
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import bench_api, gate, history_gate
-from .gate import FAIL, INCONCLUSIVE, NO_OVERLAP, BaselineError, BenchmarkResult, GateConfig, GateResult
+from .gate import FAIL, INCONCLUSIVE, NO_OVERLAP, BaselineError, GateConfig, GateResult
 from .gate_render import render_benchmark_failure, render_text
-
-DEFAULT_VERDICT_JSON = ".moeperf/verdict.json"
+from .gate_run import GateRun
+from .options import DEFAULT_VERDICT_JSON
 
 
 class GatePlugin:
@@ -28,11 +27,9 @@ class GatePlugin:
         self.mode = str(config.getoption("moeperf_gate", "auto") or "auto")
         self.gate_config: GateConfig | None = None
         self.base_docs: list[dict] = []
-        self.index: dict[str, tuple[Mapping[str, Any], str | None]] | None = None  # None: gate off
+        self.run: GateRun | None = None  # None: gate off
         self.status = ""  # why there is nothing to compare with, shown in the summary
-        self.results: list[BenchmarkResult] = []
         self.result: GateResult | None = None
-        self.head_machine_info: dict | None = None
         self.verdict_path: Path | None = None
         self.segment: history_gate.SegmentChoice | None = None  # --moeperf-baseline-segment last-stable
 
@@ -80,13 +77,14 @@ class GatePlugin:
         self.status = f"no baseline yet (nothing stored in {folder or 'the benchmark storage'}): every benchmark PASSes"
         return []
 
-    def _head_gpu_check(self) -> None:
-        if not any(gate.gpu_name(d) for d in self.base_docs) or self.gate_config.ignore_gpu:
-            return
+    def _head_doc(self) -> dict | None:
+        """This run's machine, when the baseline names a GPU to check it against (under xdist the
+        controller also hands the merged workers' document to ``GateRun.set_head``)."""
+        if not any(gate.gpu_name(d) for d in self.base_docs):
+            return None
         if not hasattr(self.config.hook, "pytest_benchmark_generate_machine_info"):
-            return
-        self.head_machine_info = bench_api.machine_info(self.config)
-        gate.check_gpu(self.base_docs, {"machine_info": self.head_machine_info}, self.gate_config)
+            return None
+        return {"machine_info": bench_api.machine_info(self.config)}
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if self.mode == "off" or hasattr(self.config, "workerinput"):  # xdist workers: benchmarks are off
@@ -97,12 +95,13 @@ class GatePlugin:
                 self._opt("moeperf_allow", []), bool(self._opt("moeperf_gate_strict", False)),
                 bool(self._opt("moeperf_gate_ignore_gpu", False)))
             self.base_docs = self._resolve_baseline()
-            self._head_gpu_check()
+            run = GateRun(self.base_docs, self.gate_config, self.segment)
+            run.set_head(self._head_doc())
         except (BaselineError, gate.GpuMismatchError) as exc:
             raise pytest.UsageError(f"moeperf gate: {exc}") from None
         except ValueError as exc:  # a bad threshold/allow value or pyproject entry
             raise pytest.UsageError(f"moeperf gate: {exc}") from None
-        self.index = gate.index_baseline(self.base_docs)
+        self.run = run
         path = Path(self._opt("moeperf_verdict_json", DEFAULT_VERDICT_JSON))
         self.verdict_path = path if path.is_absolute() else self.config.invocation_params.dir / path
 
@@ -111,26 +110,13 @@ class GatePlugin:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
         report = yield
-        if call.when != "call" or self.index is None or report.outcome != "passed":
+        if call.when != "call" or self.run is None or report.outcome != "passed":
             return report
         fixture = getattr(item, "funcargs", {}).get("benchmark")
         stats = getattr(fixture, "stats", None)
         if not stats:  # benchmark not used, disabled, or no rounds
             return report
-        head = stats.as_dict(include_data=True)
-        base, source = gate.find_baseline(self.index, head)
-        head_doc = {"machine_info": self.head_machine_info} if self.head_machine_info else None
-        why = None if base is None or self.gate_config.ignore_gpu else gate.device_mismatch(
-            self.base_docs, {"machine_info": self.head_machine_info or {}, "benchmarks": [head]})
-        if why:  # the run named no device at session start (e.g. --gpu auto): its case does
-            self.results.append(gate.not_comparable(head, why, source))
-            return report
-        result = gate.compare_benchmark(base, head, self.gate_config, source,
-                                        gate.baseline_history(self.base_docs, head),
-                                        gate.bench_cross_machine(base, head,
-                                                                 gate.is_cross_machine(self.base_docs, head_doc)))
-        result = history_gate.judge(result, self.segment)
-        self.results.append(result)
+        result = self.run.judge(stats.as_dict(include_data=True))
         if result.verdict == FAIL:
             report.outcome = "failed"
             report.longrepr = render_benchmark_failure(result)
@@ -139,12 +125,11 @@ class GatePlugin:
     # -- end of session ----------------------------------------------------------------------
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.index is None:
+        if self.run is None:
             return
-        if not self.results and self._opt("moeperf_verdict_json", DEFAULT_VERDICT_JSON) == DEFAULT_VERDICT_JSON:
+        if not self.run.results and self._opt("moeperf_verdict_json", DEFAULT_VERDICT_JSON) == DEFAULT_VERDICT_JSON:
             return  # no benchmark ran (e.g. the unit tests): nothing to report, no file to leave behind
-        head_doc = {"machine_info": self.head_machine_info} if self.head_machine_info else None
-        self.result = gate.build_result(self.results, self.base_docs, self.gate_config, head_doc)
+        self.result = self.run.result()
         doc = self.result.to_json()
         doc["status"] = self.status or "compared"
         if self.segment is not None:

@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from . import derived
 from .cases import DECODING_PRESETS, Case
 from .energy import MIN_WINDOW_S
 from .stats import ci95_mean, cv, median, percentile
@@ -33,7 +34,7 @@ class TokenCountError(RuntimeError):
 @dataclass(frozen=True)
 class MeasureSettings:
     rounds: int = 10
-    warmup_rounds: int = 1
+    warmup_rounds: int = 0  # --moeperf-warmup-rounds' default: the two priming calls warm up already
     energy_window_s: float = 5.0
     energy_windows: int = 5
     max_rounds: int = 400
@@ -170,10 +171,14 @@ class CaseRunner:
     rounds_done: list = field(default_factory=list)
     windows: list = field(default_factory=list)
     calls: int = 0
-    warmup_rounds: int = 0
     first_call_s: float | None = None
     second_call_s: float | None = None
     planned_rounds: int | None = None  # set by plan_rounds: calls beyond warm-up + these are not recorded
+
+    @property
+    def warmup_rounds(self) -> int:
+        """Calls of ``round`` discarded before the measured ones (pytest-benchmark's warm-up)."""
+        return self.settings.warmup_rounds
 
     def __post_init__(self):
         import torch
@@ -216,11 +221,7 @@ class CaseRunner:
         self._window_tokens = 0
         self.pre_decode_allocated_bytes = None
         self.last_cache = None
-        self.throttle_mask = None
-        if self.gpu is not None:
-            from .energy import throttle_mask
-
-            self.throttle_mask = throttle_mask(self.gpu.nvml)
+        self.throttle_mask = self.gpu.throttle_mask() if self.gpu is not None else None
 
     # --- one generate call -------------------------------------------------------------------
     def _generate(self, round_index: int, with_clock: bool = True) -> tuple[RoundTiming, object]:
@@ -401,10 +402,8 @@ class CaseRunner:
         kv_bytes = kv_cache_bytes(layout, cached_tokens, case.batch_size, dtype_bytes, static_len)
 
         energy = self._energy_summary()
-        active_b = loaded.params.active / 1e9
         ttft_med = median(ttft)
         dec_med = median(dec)
-        peak_for_gb = peak_alloc if on_cuda else rss
         info = {
             "model": loaded.name,
             "architecture": loaded.preset.architecture,
@@ -448,23 +447,19 @@ class CaseRunner:
                                 "sliding_window": layout.sliding_window, "cached_tokens": cached_tokens,
                                 "static_max_cache_len": static_len},
             **energy,
-            "ape_tpot": dec_med / active_b if dec_med else None,
-            "ape_inv_ttft": (1000.0 / ttft_med) / active_b if ttft_med else None,
-            "ape_energy": energy["tokens_per_j"] / active_b if energy["tokens_per_j"] else None,
-            "tokens_per_s_per_gb": dec_med / (peak_for_gb / 1e9) if dec_med and peak_for_gb else None,
+            **derived.efficiency({"params_active": loaded.params.active, "decode_tokens_per_s": dec_med,
+                                  "ttft_ms": ttft_med, "tokens_per_j": energy["tokens_per_j"],
+                                  "peak_allocated_bytes": peak_alloc, "peak_rss_bytes": rss}),
             "throttled_rounds": sum(r.throttled for r in rounds),
             "power_capped_rounds": sum(r.power_capped for r in rounds),
             # the paper's own definitions, under names that say so
             "paper_e2e_tokens_per_s": median(e2e_tps),
-            "paper_kv_estimate_bytes": (peak_alloc - self.pre_decode_allocated_bytes)
-            if peak_alloc is not None and self.pre_decode_allocated_bytes is not None else None,
-            "paper_peak_vram_mib": peak_alloc / 2**20 if peak_alloc is not None else None,
+            "paper_kv_estimate_bytes": derived.paper_kv_estimate_bytes(peak_alloc, self.pre_decode_allocated_bytes),
+            "paper_peak_vram_mib": derived.paper_peak_vram_mib(peak_alloc),
             "samples": {
                 "ttft_ms": ttft, "tpot_ms": tpot, "e2e_ms": e2e, "decode_tokens_per_s": dec,
                 "e2e_tokens_per_s": e2e_tps, "itl_ms_p50": itl_p50_per_round,
-                "energy_j": [w.energy_j / w.rounds for w in self._valid_windows()],
-                "tokens_per_j": [w.tokens / w.energy_j for w in self._valid_windows()],
-                "j_per_1k_tokens": [1000.0 * w.energy_j / w.tokens for w in self._valid_windows()],
+                **self._window_samples(),
                 "throttled": [r.throttled for r in rounds],
             },
         }
@@ -479,6 +474,13 @@ class CaseRunner:
         """Windows the energy figures use: with rounds, tokens and a positive counter delta."""
         return [w for w in self.windows if w.rounds and w.tokens and w.energy_j > 0]
 
+    def _window_samples(self) -> dict[str, list[float]]:
+        """The per-window energy figures (the samples the gate tests and the medians reported)."""
+        ws = self._valid_windows()
+        return {"energy_j": [derived.energy_per_round_j(w.energy_j, w.rounds) for w in ws],
+                "tokens_per_j": [derived.tokens_per_j(w.tokens, w.energy_j) for w in ws],
+                "j_per_1k_tokens": [derived.j_per_1k_tokens(w.tokens, w.energy_j) for w in ws]}
+
     def _energy_summary(self) -> dict:
         ws = self._valid_windows()
         reason = self.energy_unavailable
@@ -490,11 +492,12 @@ class CaseRunner:
                     "energy_unavailable": reason or "no energy meter", "energy_windows": 0,
                     "energy_window_s": None, "energy_j_cv": None, "energy_j_ci95": None, "avg_power_w": None,
                     "idle_power_w": self.idle_power_w, "energy_idle_subtracted_j": None}
-        per_round = [w.energy_j / w.rounds for w in ws]
+        samples = self._window_samples()
+        per_round = samples["energy_j"]
         return {
             "energy_j": median(per_round),
-            "tokens_per_j": median([w.tokens / w.energy_j for w in ws]),
-            "j_per_1k_tokens": median([1000.0 * w.energy_j / w.tokens for w in ws]),
+            "tokens_per_j": median(samples["tokens_per_j"]),
+            "j_per_1k_tokens": median(samples["j_per_1k_tokens"]),
             "energy_unavailable": None,
             "energy_windows": len(ws),
             "energy_window_s": [round(w.duration_s, 3) for w in ws],

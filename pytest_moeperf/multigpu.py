@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from .gpu import normalize_uuid
+
 XDIST_KEY = "_moeperf_xdist"
 GROUP_PREFIX = "moeperf-"
 
@@ -227,10 +229,6 @@ def _benchmark_version() -> str:
         return "moeperf-xdist-merge"
 
 
-def _normalize_uuid(u) -> str:
-    return str(u or "").lower().removeprefix("gpu-")
-
-
 # =============================================================================================
 # the pytest-xdist plugin
 # =============================================================================================
@@ -249,28 +247,14 @@ def _is_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def _nvml_gpus() -> list[dict] | None:
-    from .energy import _nvml
-
-    try:
-        n = _nvml()
-        out = []
-        for i in range(int(n.nvmlDeviceGetCount())):
-            h = n.nvmlDeviceGetHandleByIndex(i)
-            uuid, name = n.nvmlDeviceGetUUID(h), n.nvmlDeviceGetName(h)
-            out.append({"index": i, "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
-                        "name": name.decode() if isinstance(name, bytes) else name})
-        return out
-    except Exception:
-        return None
-
-
 def discover_gpus(config) -> list[dict]:
     """The controller's GPU list; nothing here initialises CUDA in a worker."""
     if str(config.getoption("moeperf_gpu", None) or "auto").lower() == "cpu":
         return []
     requested = parse_gpu_list(config.getoption("moeperf_gpus", None))
-    nvml = _nvml_gpus()
+    from .gpu import list_gpus
+
+    nvml = list_gpus()
     if nvml is None and requested is None:
         try:  # no NVML: torch's count (the controller never runs a case, so initialising CUDA here is harmless)
             import torch
@@ -290,7 +274,9 @@ class XdistController:
         self.gpus = gpus
         self.held: dict[str, int] = {}  # worker id -> NVML index
         self.logs: dict[str, tuple[str, int]] = {}  # worker id -> (log path, byte offset at start)
-        results = config.getoption("moeperf_results", None) or ".moeperf/results.jsonl"
+        from .options import DEFAULT_RESULTS_PATH
+
+        results = config.getoption("moeperf_results", None) or DEFAULT_RESULTS_PATH
         self.results = os.path.abspath(results)
         self.merged_path: str | None = None
         self.doc: dict | None = None
@@ -501,7 +487,7 @@ def worker_gpu_identity(config) -> dict:
         ident["name"] = ident["name"] or torch.cuda.get_device_name(0)
         ident["uuid"] = ident["uuid"] or (f"GPU-{torch_uuid}" if torch_uuid else None)
         for what, other in (("torch's cuda:0", torch_uuid), ("the assigned GPU", assigned.get("uuid"))):
-            if other and ident["uuid"] and _normalize_uuid(other) != _normalize_uuid(ident["uuid"]):
+            if other and ident["uuid"] and normalize_uuid(other) != normalize_uuid(ident["uuid"]):
                 raise RuntimeError(f"worker {wid}: NVML reads {ident['uuid']} but {what} is {other}; "
                                    "energy would come from another board (check CUDA_DEVICE_ORDER)")
     return ident
@@ -533,23 +519,19 @@ def pytest_sessionfinish(session, exitstatus):
 def _gate_merged(session, doc: dict) -> None:
     """The in-pytest gate ran in no worker (benchmarks are off there): compare the merged cases here."""
     gp = session.config.pluginmanager.get_plugin("moeperf-gate")
-    if gp is None or getattr(gp, "index", None) is None:
+    if gp is None or getattr(gp, "run", None) is None:
         return
     from . import gate
 
     try:
-        gate.check_gpu(gp.base_docs, doc, gp.gate_config)
+        gp.run.set_head(doc)
     except gate.GpuMismatchError as exc:
         gp.status = f"not compared: {exc}"
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
-        gp.index = None
+        gp.run = None
         return
-    gp.head_machine_info = doc["machine_info"]
-    for bench in doc["benchmarks"]:
-        base, source = gate.find_baseline(gp.index, bench)
-        result = gate.compare_benchmark(base, bench, gp.gate_config, source)
-        gp.results.append(result)
-        if result.verdict == gate.FAIL:
+    for bench in doc["benchmarks"]:  # the same call as a plain run's, per finished test
+        if gp.run.judge(bench).verdict == gate.FAIL:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -559,8 +541,9 @@ class _CaseRef:
 
 
 def _case_id(bench: dict) -> str:
-    name = bench.get("name", "")
-    return name[name.index("[") + 1:-1] if "[" in name and name.endswith("]") else name
+    """The case's id as pytest-benchmark stored it (the parametrize id), not parsed from the name."""
+    params = bench.get("params") if isinstance(bench.get("params"), dict) else {}
+    return str(params.get("moeperf_case") or bench.get("param") or bench.get("name", ""))
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -612,6 +595,8 @@ def combine_ranks(per_rank: list[dict]) -> dict:
 
 def tp_extra_info(info: dict, combined: dict, measured_rounds: int, tokens: int) -> dict:
     """The rank-0 extra_info: the single-GPU keys replaced by the sums over the TP group."""
+    from . import derived
+
     out = dict(info)
     out["tp_size"] = combined["tp_size"]
     out["per_gpu"] = combined["per_gpu"]
@@ -620,18 +605,15 @@ def tp_extra_info(info: dict, combined: dict, measured_rounds: int, tokens: int)
     energy = combined["energy_total_j"]
     out["energy_unavailable"] = combined["energy_unavailable"]
     if energy is not None and energy > 0 and measured_rounds and tokens:
-        out["energy_j"] = energy / measured_rounds
-        out["tokens_per_j"] = tokens / energy
-        out["j_per_1k_tokens"] = 1000.0 * energy / tokens
+        out["energy_j"] = derived.energy_per_round_j(energy, measured_rounds)
+        out["tokens_per_j"] = derived.tokens_per_j(tokens, energy)
+        out["j_per_1k_tokens"] = derived.j_per_1k_tokens(tokens, energy)
         out["energy_method"] = ("NVML total-energy counter per GPU (by UUID) over all measured rounds, "
                                 "summed over the TP group; gross board energy")
     else:
         out["energy_j"] = out["tokens_per_j"] = out["j_per_1k_tokens"] = None
-    active_b = (out.get("params_active") or 0) / 1e9
-    out["ape_energy"] = out["tokens_per_j"] / active_b if out.get("tokens_per_j") and active_b else None
-    peak = out.get("peak_allocated_bytes")
-    dec = out.get("decode_tokens_per_s")
-    out["tokens_per_s_per_gb"] = dec / (peak / 1e9) if dec and peak else None
+    eff = derived.efficiency(out)  # the group's summed peak memory and energy, as on one GPU
+    out["ape_energy"], out["tokens_per_s_per_gb"] = eff["ape_energy"], eff["tokens_per_s_per_gb"]
     samples = dict(out.get("samples") or {})
     samples["energy_j"] = [out["energy_j"]] if out.get("energy_j") is not None else []
     samples["tokens_per_j"] = [out["tokens_per_j"]] if out.get("tokens_per_j") is not None else []

@@ -23,6 +23,11 @@ EXPERTS = ("eager", "grouped_mm", "batched_mm")
 DTYPES = ("bf16", "fp16", "fp32")
 CONTEXT_MODES = ("exact", "paper-truncate")
 
+# Where a run writes, when not told otherwise (the plugin's option help, the xdist controller
+# and the gate read these).
+DEFAULT_RESULTS_PATH = ".moeperf/results.jsonl"
+DEFAULT_VERDICT_JSON = ".moeperf/verdict.json"
+
 CPU_DEFAULTS = {"contexts": (64, 128), "new_tokens": (16,), "rounds": 10}
 GPU_DEFAULTS = {"contexts": (128, 512, 1024, 2048), "new_tokens": (64,), "rounds": 10}
 
@@ -291,7 +296,7 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
         token_clock_kind(token_clock, device)
     except ValueError as exc:
         raise ValueError(f"--moeperf-token-clock: {exc}") from None
-    results_path = parse_path("--moeperf-results", get("moeperf_results")) or ".moeperf/results.jsonl"
+    results_path = parse_path("--moeperf-results", get("moeperf_results")) or DEFAULT_RESULTS_PATH
     return RunOptions(gpu=gpu, device=device, models=tuple(models), contexts=tuple(contexts),
                       new_tokens=tuple(new_tokens), rounds=rounds, warmup_rounds=warmup, dtypes=tuple(dtypes),
                       backends=tuple(backends), batch_sizes=tuple(batches), decodings=tuple(decodings),

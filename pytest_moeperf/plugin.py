@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from .options import BACKENDS, CONTEXT_MODES, DTYPES, EXPERTS, GPU_KINDS, parse_options
+from .options import (BACKENDS, CONTEXT_MODES, DEFAULT_RESULTS_PATH, DEFAULT_VERDICT_JSON, DTYPES, EXPERTS,
+                      GPU_KINDS, parse_options)
 from .outputs import check_run_outputs, drop_unfinished, quiet_unused_fixture
 
 SESSION_KEY = "_moeperf"
@@ -54,7 +55,7 @@ def pytest_addoption(parser):
         help="also measure prefill J per request and decode J per token from extra windows of 1-token rounds "
              "(GPU, eager backend; adds energy-windows x window-s per case)")
     add("--moeperf-results", metavar="PATH", default=None,
-        help="append each finished case to this JSON-lines log (default .moeperf/results.jsonl)")
+        help=f"append each finished case to this JSON-lines log (default {DEFAULT_RESULTS_PATH})")
     add("--moeperf-routing", action="store_true", default=False,
         help="also record MoE routing statistics (tokens per expert per layer, load, entropy) in an untimed pass")
     add("--moeperf-compile-cache", metavar="DIR", default=None,
@@ -77,7 +78,7 @@ def pytest_addoption(parser):
     add("--moeperf-gate-strict", action="store_true", default=False, help="INCONCLUSIVE verdicts also fail the run")
     add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
         help="compare even when the baseline was measured on another GPU kind")
-    add("--moeperf-verdict-json", metavar="PATH", default=".moeperf/verdict.json", help="where to write the gate's verdicts")
+    add("--moeperf-verdict-json", metavar="PATH", default=DEFAULT_VERDICT_JSON, help="where to write the gate's verdicts")
     # an OpenAI-compatible server instead of the in-process engine (docs/serving.md)
     add("--moeperf-endpoint", metavar="URL", default=None,
         help="benchmark the OpenAI-compatible server at URL (e.g. http://127.0.0.1:8000/v1); requests go only there")
@@ -226,7 +227,9 @@ class MoeperfState:
         else:
             # before any case ran (the gate checks the GPU at session start): NVML alone names
             # the GPU, without importing torch
-            info["gpu"] = _nvml_identity()
+            from .gpu import identity_or_none
+
+            info["gpu"] = identity_or_none()
         return info
 
     def log_case(self, bench: dict) -> None:
@@ -396,15 +399,6 @@ def _report_line(report) -> str:
         if ln.startswith("E ") or "Failed:" in ln:
             return ln.removeprefix("E").strip()
     return lines[-1] if lines else "failed"
-
-
-def _nvml_identity() -> dict | None:
-    from .energy import EnergyUnavailable, GpuQueryError, NvmlDevice
-
-    try:
-        return NvmlDevice().identity()
-    except (EnergyUnavailable, GpuQueryError):
-        return None
 
 
 def _version() -> str:

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .cases import DECODING_PRESETS, DEFAULTS
+from . import derived
+from .cases import DEFAULTS
 from .report_format import DASH, MAX_COLUMNS, change, fmt, pct, sig, split_table, table, without_unit
-from .schema import METRICS
+from .schema import METRICS, METRICS_BY_KEY
 
 GB = 1e9
 GiB = 2.0**30
@@ -86,11 +86,8 @@ def run(args) -> int:
 # --------------------------------------------------------------------------------------------
 # loading
 
-_ID_RE = re.compile(r"^(?P<model>.+?)-c(?P<ctx>\d+)-n(?P<new>\d+)(?:-(?P<rest>.+))?$")
-_DTYPE_RE = re.compile(r"^(bf16|fp16|fp32|fp8|f16|f32|int8|int4|mxfp4|nf4)$")
 _DTYPE_ALIASES = {"bfloat16": "bf16", "torch.bfloat16": "bf16", "float16": "fp16", "half": "fp16",
                   "torch.float16": "fp16", "float32": "fp32", "float": "fp32", "torch.float32": "fp32"}
-_BACKENDS = ("eager", "static", "compile", "vllm", "sglang", "tensorrt", "trtllm")
 
 
 def _num(x) -> float | None:
@@ -107,7 +104,7 @@ class Row:
     context: int | None
     new_tokens: int | None
     axes: dict
-    extra_tokens: tuple
+    extra_tokens: tuple  # variants beyond the Case axes (tensor parallel: ("tp2",))
     ei: dict
     stats: dict
     series: str = ""
@@ -172,70 +169,37 @@ def _case_id(bench: dict) -> str:
     if isinstance(bench.get("param"), str) and bench["param"]:
         return bench["param"]
     for key in ("name", "fullname"):
-        m = re.search(r"\[(.+)\]$", str(bench.get(key) or ""))
-        if m:
-            return m.group(1)
+        name = str(bench.get(key) or "")
+        if name.endswith("]") and "[" in name:
+            return name[name.index("[") + 1:-1]
     return str(bench.get("name") or bench.get("fullname") or "?")
 
 
-def _parse_rest(rest: str | None) -> tuple[dict, tuple]:
-    axes: dict = {}
-    extra: list[str] = []
-    tokens = rest.split("-") if rest else []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok == "paper" and i + 1 < len(tokens) and tokens[i + 1] == "truncate":
-            axes["context_mode"] = "paper-truncate"
-            i += 2
-            continue
-        if _DTYPE_RE.match(tok):
-            axes["dtype"] = tok
-        elif tok in _BACKENDS:
-            axes["backend"] = tok
-        elif re.fullmatch(r"b\d+", tok):
-            axes["batch_size"] = int(tok[1:])
-        elif tok in DECODING_PRESETS:
-            axes["decoding"] = tok
-        elif tok.startswith("experts_"):
-            axes["experts"] = tok[len("experts_"):]
-        else:
-            extra.append(tok)
-        i += 1
-    return axes, tuple(extra)
+def _int(x) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
 def _row(bench: dict) -> Row:
+    """Every axis from extra_info, where the measurement wrote it (ids are never parsed back)."""
     case_id = _case_id(bench)
     ei = bench.get("extra_info") if isinstance(bench.get("extra_info"), dict) else {}
     stats = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
-    m = _ID_RE.match(case_id)
-    model, ctx, new = case_id, None, None
-    axes, extra = {}, ()
-    if m:
-        model, ctx, new = m.group("model"), int(m.group("ctx")), int(m.group("new"))
-        axes, extra = _parse_rest(m.group("rest"))
-    # extra_info wins where it states an axis
-    if isinstance(ei.get("model"), str) and ei["model"]:
-        model = ei["model"]
-    for key, target in (("context_tokens", "ctx"), ("new_tokens", "new")):
-        val = ei.get(key)
-        if isinstance(val, int) and not isinstance(val, bool):
-            if target == "ctx":
-                ctx = val
-            else:
-                new = val
+    model = ei["model"] if isinstance(ei.get("model"), str) and ei["model"] else case_id
+    axes: dict = {}
     dtype = ei.get("dtype")
     if isinstance(dtype, str) and dtype:
         axes["dtype"] = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
     for key in ("backend", "decoding", "context_mode"):
         if isinstance(ei.get(key), str) and ei[key]:
             axes[key] = ei[key]
-    if isinstance(ei.get("batch_size"), int) and not isinstance(ei.get("batch_size"), bool):
+    if _int(ei.get("batch_size")) is not None:
         axes["batch_size"] = ei["batch_size"]
     if "experts" in ei and (ei["experts"] is None or isinstance(ei["experts"], str)):
         axes["experts"] = ei["experts"]
-    return Row(case_id, model, ctx, new, axes, extra, ei, stats)
+    # a variant the Case axes do not name (a tensor-parallel group): never a core row
+    tp = _int(ei.get("tp_size"))
+    extra = (f"tp{tp}",) if tp and tp > 1 else ()
+    return Row(case_id, model, _int(ei.get("context_tokens")), _int(ei.get("new_tokens")), axes, extra, ei, stats)
 
 
 @dataclass
@@ -342,38 +306,36 @@ _fmt, _sig, _pct, _change, _table = fmt, sig, pct, change, table
 
 
 def mem_bytes(r: Row) -> float | None:
-    """Peak memory: allocator peak on GPU, RSS on CPU."""
-    return r.v("peak_allocated_bytes") if r.v("peak_allocated_bytes") is not None else r.v("peak_rss_bytes")
+    return derived.peak_memory_bytes(r.v("peak_allocated_bytes"), r.v("peak_rss_bytes"))
 
+
+# A stored figure wins (it was measured with the run's own inputs); an older document without
+# it gets the same derived.py formula.
 
 def ape_decode(r: Row) -> float | None:
     if r.is_paper:
         return None  # the paper's APE-TPOT is built on e2e tokens/s
     if r.v("ape_tpot") is not None:
         return r.v("ape_tpot")
-    d, a = r.v("decode_tokens_per_s"), r.active_b
-    return d / a if d is not None and a else None
+    return derived.per_active_billion(r.v("decode_tokens_per_s"), r.v("params_active"))
 
 
 def ape_e2e(r: Row) -> float | None:
     if r.is_paper:
         return r.v("ape_tpot")
-    e, a = r.v("e2e_tokens_per_s"), r.active_b
-    return e / a if e is not None and a else None
+    return derived.ape_e2e(r.v("e2e_tokens_per_s"), r.v("params_active"))
 
 
 def ape_inv_ttft(r: Row) -> float | None:
     if r.v("ape_inv_ttft") is not None:
         return r.v("ape_inv_ttft")
-    t, a = r.v("ttft_ms"), r.active_b
-    return (1000.0 / t) / a if t and a else None
+    return derived.ape_inv_ttft(r.v("ttft_ms"), r.v("params_active"))
 
 
 def ape_energy(r: Row) -> float | None:
     if r.v("ape_energy") is not None:
         return r.v("ape_energy")
-    t, a = r.v("tokens_per_j"), r.active_b
-    return t / a if t is not None and a else None
+    return derived.per_active_billion(r.v("tokens_per_j"), r.v("params_active"))
 
 
 def decode_per_gb(r: Row) -> float | None:
@@ -381,15 +343,13 @@ def decode_per_gb(r: Row) -> float | None:
         return None
     if r.v("tokens_per_s_per_gb") is not None:
         return r.v("tokens_per_s_per_gb")
-    d, m = r.v("decode_tokens_per_s"), mem_bytes(r)
-    return d / (m / GB) if d is not None and m else None
+    return derived.per_gb(r.v("decode_tokens_per_s"), mem_bytes(r))
 
 
 def e2e_per_gb(r: Row) -> float | None:
     if r.is_paper:
         return r.v("tokens_per_s_per_gb")
-    e, m = r.v("e2e_tokens_per_s"), mem_bytes(r)
-    return e / (m / GB) if e is not None and m else None
+    return derived.per_gb(r.v("e2e_tokens_per_s"), mem_bytes(r))
 
 
 def _key(key: str, scale: float = 1.0) -> Callable[[Row], float | None]:
@@ -419,20 +379,25 @@ class Col:
         return without_unit(self.label)
 
 
+def metric_col(key: str, get: Callable[[Row], float | None] | None = None, **kw) -> Col:
+    """A column of one registry metric: header, unit and format from schema.METRICS."""
+    m = METRICS_BY_KEY[key]
+    fmt = _sig if m.fmt == "sig" else _fmt(int(m.fmt.strip(".f")))
+    return Col(m.header, get or _key(key), fmt, energy=m.kind == "energy", short=m.short, **kw)
+
+
 COL = {
-    "ttft": Col("TTFT (ms)", _key("ttft_ms"), _fmt(2)),
-    "ttft_p95": Col("TTFT p95 (ms)", _key("ttft_ms_p95"), _fmt(2)),
-    "tpot": Col("TPOT (ms/token)", _key("tpot_ms"), _fmt(2)),
-    "itl": Col("ITL p50 (ms)", _key("itl_ms_p50"), _fmt(2)),
-    "e2e_p50": Col("E2E p50 (ms)", _key("e2e_ms_p50"), _fmt(2)),
-    "e2e_p95": Col("E2E p95 (ms)", _key("e2e_ms_p95"), _fmt(2)),
-    "decode": Col("Decode throughput (tokens/s)", _key("decode_tokens_per_s"), _fmt(2), short="Decode (tokens/s)"),
-    "e2e": Col("E2E throughput incl. prefill (tokens/s)", _key("e2e_tokens_per_s"), _fmt(2),
-               short="E2E (tokens/s)", paper_name="TPOT"),
-    "energy": Col("Energy per generate() (J)", _key("energy_j"), _fmt(2), energy=True, short="Energy (J)"),
-    "tpj": Col("Tokens per joule (tokens/J)", _key("tokens_per_j"), _sig, energy=True, short="tokens/J"),
-    "j1k": Col("Energy per 1k tokens (J/1k tokens)", _key("j_per_1k_tokens"), _fmt(1), energy=True,
-               short="J/1k tokens"),
+    "ttft": metric_col("ttft_ms"),
+    "ttft_p95": metric_col("ttft_ms_p95"),
+    "tpot": metric_col("tpot_ms"),
+    "itl": metric_col("itl_ms_p50"),
+    "e2e_p50": metric_col("e2e_ms_p50"),
+    "e2e_p95": metric_col("e2e_ms_p95"),
+    "decode": metric_col("decode_tokens_per_s"),
+    "e2e": metric_col("e2e_tokens_per_s", paper_name="TPOT"),
+    "energy": metric_col("energy_j"),
+    "tpj": metric_col("tokens_per_j"),
+    "j1k": metric_col("j_per_1k_tokens"),
     "peak_gb": Col("Peak allocated (GB)", _key("peak_allocated_bytes", 1 / GB), _fmt(2),
                    short="Peak alloc. (GB)"),
 }
@@ -763,11 +728,11 @@ class Report:
                "APE-TPOT and TPOT/GB divide its E2E \"TPOT\" (prefill included), so a paper baseline is "
                "compared with the E2E columns.", ""]
         cols = [Col("Active params (B)", lambda r: r.active_b, _sig, compare=False),
-                Col("APE decode (tokens/s/B)", ape_decode, _sig),
+                metric_col("ape_tpot", ape_decode),
                 Col("APE E2E (tokens/s/B)", ape_e2e, _sig, paper_name="APE-TPOT"),
-                Col("APE-1/TTFT (1/s/B)", ape_inv_ttft, _sig),
+                metric_col("ape_inv_ttft", ape_inv_ttft),
                 Col("APE-energy (tokens/J/B)", ape_energy, _sig, energy=True),
-                Col("Decode per peak GB (tokens/s/GB)", decode_per_gb, _sig),
+                metric_col("tokens_per_s_per_gb", decode_per_gb),
                 Col("E2E per peak GB (tokens/s/GB)", e2e_per_gb, _sig, paper_name="TPOT/GB")]
         lines = self.metric_table(self.largest(), self._keys("Model", "Context (tokens)"), cols)
         if self.base is not None and self.base.is_paper:

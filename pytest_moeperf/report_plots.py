@@ -255,19 +255,21 @@ def _peak(report, plt):
 
 
 def _ape(report, plt):
+    from . import derived
     from .report import ape_decode, ape_e2e, ape_energy, ape_inv_ttft
 
-    def per_b(key, fn=lambda v: v):
+    def per_b(key, formula):  # the per-round (per-window) samples through derived.py's formula
         def get(r):
-            a = r.active_b if r is not None else None
-            return [fn(v) / a for v in samples_of(r, key) if fn(v) is not None] if a else []
+            a = r.v("params_active") if r is not None else None
+            values = [formula(v, a) for v in samples_of(r, key)] if a else []
+            return [v for v in values if v is not None]
         return get
 
     e2e_label = "APE E2E (tokens/s/B)" + ("\npaper's APE-TPOT" if base_name(report) == "paper" else "")
-    panels = [(ape_e2e, e2e_label, per_b("e2e_tokens_per_s")),
-              (ape_decode, "APE decode (tokens/s/B)", per_b("decode_tokens_per_s")),
-              (ape_inv_ttft, "APE-1/TTFT (1/s/B)", per_b("ttft_ms", lambda t: 1000.0 / t if t else None)),
-              (ape_energy, "APE-energy (tokens/J/B)", per_b("tokens_per_j"))]
+    panels = [(ape_e2e, e2e_label, per_b("e2e_tokens_per_s", derived.ape_e2e)),
+              (ape_decode, "APE decode (tokens/s/B)", per_b("decode_tokens_per_s", derived.ape_tpot)),
+              (ape_inv_ttft, "APE-1/TTFT (1/s/B)", per_b("ttft_ms", derived.ape_inv_ttft)),
+              (ape_energy, "APE-energy (tokens/J/B)", per_b("tokens_per_j", derived.ape_energy))]
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     for ax, (get, label, samp) in zip(axes, panels):
         bar_panel(report, ax, lambda r, g=get: g(r) if r is not None else None, label, colors(report),

@@ -9,6 +9,8 @@ ms/token: 1.0 would be a decode at the memory-bandwidth roof.
 
 from __future__ import annotations
 
+from .derived import decode_step_bytes, roofline_fraction  # noqa: F401  (the formulas live in derived.py)
+
 
 def measure_copy_bandwidth(size_bytes: int = 2 << 30, repeats: int = 20) -> float | None:
     """Device-to-device copy bandwidth in bytes/s, counting bytes read plus written (CUDA only)."""
@@ -31,23 +33,3 @@ def measure_copy_bandwidth(size_bytes: int = 2 << 30, repeats: int = 20) -> floa
     del src, dst
     torch.cuda.empty_cache()
     return 2 * n * repeats / seconds
-
-
-def decode_step_bytes(params_active: int, input_embedding_params: int, dtype_bytes: int, kv_cache_bytes: int,
-                      batch_size: int = 1, moe_inactive_params: int = 0, n_experts: int | None = None,
-                      top_k: int | None = None) -> int:
-    """Bytes one decode step reads: active weights (+ one embedding row, negligible) and the KV cache."""
-    weights = params_active
-    if batch_size > 1 and n_experts and top_k and moe_inactive_params:
-        # b tokens may route to up to min(E, b*k) distinct experts per layer
-        per_expert_total = moe_inactive_params / (n_experts - top_k)
-        extra_experts = min(n_experts, batch_size * top_k) - top_k
-        weights += int(per_expert_total * extra_experts)
-    return int(weights * dtype_bytes + kv_cache_bytes)
-
-
-def roofline_fraction(step_bytes: int, bandwidth_bytes_per_s: float | None, tpot_ms: float | None) -> float | None:
-    if not bandwidth_bytes_per_s or not tpot_ms:
-        return None
-    floor_ms = 1000.0 * step_bytes / bandwidth_bytes_per_s
-    return floor_ms / tpot_ms

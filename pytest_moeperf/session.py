@@ -77,7 +77,9 @@ class MoeperfSession:
                 from .energy import EnergyMeter
 
                 try:
-                    self._gpu = _nvml_device_of_cuda0()
+                    from .gpu import cuda0_device
+
+                    self._gpu = cuda0_device()
                     self._meter = EnergyMeter(self._gpu)
                     self.idle_power_w = self._measure_idle_power()
                 except Exception as exc:
@@ -159,18 +161,17 @@ class MoeperfSession:
             others = gpu.other_processes() if gpu is not None else []
             runner = CaseRunner(loaded, case, self.settings(), gpu=gpu, energy_meter=self.energy_meter,
                                 energy_unavailable=self.energy_unavailable, idle_power_w=self.idle_power_w)
-            runner.warmup_rounds = self.options.warmup_rounds
             progress = self.progress
             progress.priming(case.case_id, backend=case.backend)
             runner.prime()
             progress.primed(case.case_id, first_call_s=runner.first_call_s, second_call_s=runner.second_call_s)
             rounds = runner.plan_rounds()
             per_round = min(t for t in (runner.first_call_s, runner.second_call_s) if t is not None)
-            progress.rounds_started(case.case_id, rounds=rounds, warmup_rounds=self.options.warmup_rounds,
+            progress.rounds_started(case.case_id, rounds=rounds, warmup_rounds=runner.warmup_rounds,
                                     energy_windows=self.options.energy_windows if self.energy_meter else None,
-                                    estimate_s=per_round * (rounds + self.options.warmup_rounds))
+                                    estimate_s=per_round * (rounds + runner.warmup_rounds))
             t_rounds = time.perf_counter()
-            run_rounds(runner.round, rounds, self.options.warmup_rounds)
+            run_rounds(runner.round, rounds, runner.warmup_rounds)
             progress.rounds_finished(case.case_id, rounds=len(runner.rounds_done),
                                      energy_windows=runner.energy_windows_kept,
                                      elapsed_s=time.perf_counter() - t_rounds)
@@ -222,7 +223,7 @@ class MoeperfSession:
         return self._bandwidth
 
     def _roofline(self, loaded, info: dict) -> dict:
-        from .roofline import decode_step_bytes, roofline_fraction
+        from .derived import decode_step_bytes, roofline_fraction
 
         cfg = loaded.model.config
         step = decode_step_bytes(loaded.params.active, loaded.params.input_embedding, loaded.model.dtype.itemsize,
@@ -241,30 +242,6 @@ class MoeperfSession:
                 torch.cuda.empty_cache()
         except Exception:
             pass
-
-
-def _torch_gpu_uuid() -> str | None:
-    """NVML UUID of the GPU torch calls cuda:0, so energy, clocks and processes are read from the
-    board being measured whatever CUDA_VISIBLE_DEVICES holds (an index, a UUID, a MIG id)."""
-    try:
-        import torch
-
-        uuid = str(torch.cuda.get_device_properties(0).uuid)
-    except Exception:
-        return None
-    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
-
-
-def _nvml_device_of_cuda0():
-    from .energy import GpuQueryError, NvmlDevice
-
-    uuid = _torch_gpu_uuid()
-    if uuid:
-        try:
-            return NvmlDevice(uuid=uuid)
-        except GpuQueryError:  # a MIG slice or an id NVML does not take: the visible index
-            pass
-    return NvmlDevice()
 
 
 def _median(values):

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-COLUMNS = (  # header, extra_info key, scale, format
-    ("TTFT ms", "ttft_ms", 1.0, "{:.1f}"),
-    ("TPOT ms/tok", "tpot_ms", 1.0, "{:.2f}"),
-    ("decode tok/s", "decode_tokens_per_s", 1.0, "{:.1f}"),
-    ("E2E p50 ms", "e2e_ms_p50", 1.0, "{:.1f}"),
-    ("E2E p95 ms", "e2e_ms_p95", 1.0, "{:.1f}"),
-    ("peak GB", "_peak_bytes", 1e-9, "{:.2f}"),
-    ("KV MB", "kv_cache_bytes", 1e-6, "{:.2f}"),
-    ("J/1k tok", "j_per_1k_tokens", 1.0, "{:.1f}"),
-    ("energy CV", "energy_j_cv", 100.0, "{:.1f}%"),
-    ("n", "rounds", 1.0, "{:.0f}"),
-)
+from .derived import peak_memory_bytes
+from .schema import METRICS_BY_KEY
+
+# Which metrics the summary shows is its own choice; each one's header, scale and format is the
+# registry's ``term`` (schema.METRICS). "peak GB" is derived.peak_memory_bytes; the energy CV and
+# the round count are descriptive keys, not metrics.
+KEYS = ("ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms_p50", "e2e_ms_p95", "_peak_bytes",
+        "kv_cache_bytes", "j_per_1k_tokens")
+_EXTRA = {"_peak_bytes": ("peak GB", 1e-9, "{:.2f}")}
+COLUMNS = tuple((h, k, sc, f) for k in KEYS for h, sc, f in [_EXTRA.get(k) or METRICS_BY_KEY[k].term]) + (
+    ("energy CV", "energy_j_cv", 100.0, "{:.1f}%"), ("n", "rounds", 1.0, "{:.0f}"))  # header, key, scale, format
 
 
 def _cell(info: dict, key: str, scale: float, fmt: str) -> str:
     if key == "_peak_bytes":
-        value = info.get("peak_allocated_bytes") or info.get("peak_rss_bytes")
+        value = peak_memory_bytes(info.get("peak_allocated_bytes"), info.get("peak_rss_bytes"))
     else:
         value = info.get(key)
     return "—" if value is None else fmt.format(value * scale)

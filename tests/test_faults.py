@@ -1,8 +1,9 @@
 """Fault handling: NVML missing or failing, throttling, CUDA OOM, compile failures, bad baselines.
 
-Faults that only a GPU produces are simulated: a fake ``pynvml`` module drives the real
-NvmlDevice/EnergyMeter code, and OOM / compile errors are raised from a patched
-``CaseRunner.prime``. Measurements run the tiny presets on the CPU.
+Faults that only a GPU produces are simulated: a fake ``Gpu`` (pytest_moeperf.gpu's interface,
+on a fake clock) drives CaseRunner's energy windows and throttling; a fake ``pynvml`` module only
+where NVML itself is under test (NvmlDevice's errors, identity, processes); OOM / compile errors
+are raised from a patched ``CaseRunner.prime``. Measurements run the tiny presets on the CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from pytest_moeperf.cases import Case
 from pytest_moeperf.energy import EnergyMeter, EnergyUnavailable, NvmlDevice
+from pytest_moeperf.gpu import NoGpu
 from pytest_moeperf.options import parse_options
 from pytest_moeperf.results_log import read_log
 
@@ -93,6 +95,41 @@ def use_pynvml(monkeypatch):
         return mod
 
     return install
+
+
+# --- a fake Gpu (pytest_moeperf.gpu's interface): what CaseRunner sees of a GPU ----------------------
+
+class FakeGpu(NoGpu):
+    """A board drawing ``watts`` on a clock that moves only when a round ends (``step_s`` a round),
+    with violation counters that rise by ``thermal_ns``/``power_ns`` at every read."""
+
+    def __init__(self, watts=100.0, step_s=0.6, thermal_ns=0, power_ns=0):
+        super().__init__()
+        self.watts, self.step_s, self.now = watts, step_s, 0.0
+        self.per_round = {"thermal": thermal_ns, "power": power_ns}
+        self.violation = {"thermal": 0, "power": 0}
+
+    def clock(self) -> float:
+        return self.now
+
+    def energy_mj(self) -> int:
+        return int(round(self.watts * 1000.0 * self.now))
+
+    def violation_ns(self) -> dict[str, int]:  # read before and after each round: rises per read
+        for k, v in self.per_round.items():
+            self.violation[k] += v
+        return dict(self.violation)
+
+    def clock_event_reasons(self) -> int:  # read once a round, after its generate(): the round ends
+        self.now += self.step_s
+        return 0
+
+
+def test_no_gpu_has_no_counter_and_nothing_running():
+    gpu = NoGpu()
+    assert gpu.identity() == {"name": None, "uuid": None} and gpu.other_processes() == []
+    with pytest.raises(EnergyUnavailable, match="no GPU"):
+        EnergyMeter(gpu)
 
 
 # --- NVML missing or failing -----------------------------------------------------------------------
@@ -172,6 +209,25 @@ def test_energy_unavailable_still_measures_everything_else(tiny_dense):
     assert info["throttled_rounds"] == 0
 
 
+def test_fake_gpu_energy_windows(tiny_dense):
+    gpu = FakeGpu(watts=100.0, step_s=0.6)
+    settings = MeasureSettings(rounds=6, energy_window_s=1.0, energy_windows=3)
+    runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), settings, gpu=gpu,
+                        energy_meter=EnergyMeter(gpu, clock=gpu.clock))
+    runner.prime()
+    _run_rounds(runner, 6)  # a window closes at the first round boundary past 1 s: every 2 rounds
+    info = runner.extra_info("cpu")
+    assert info["energy_unavailable"] is None
+    assert info["energy_windows"] == 3 and info["energy_window_s"] == [1.2, 1.2, 1.2]
+    assert info["avg_power_w"] == pytest.approx(100.0)
+    assert info["energy_j"] == pytest.approx(60.0)  # 100 W x 0.6 s a round
+    assert info["tokens_per_j"] == pytest.approx(8 / 120.0) and info["j_per_1k_tokens"] == pytest.approx(15000.0)
+    assert info["energy_j_cv"] == pytest.approx(0.0, abs=1e-9) and info["energy_j_ci95"] is not None
+    assert info["ape_energy"] == pytest.approx(info["tokens_per_j"] / (tiny_dense.params.active / 1e9))
+    assert info["samples"]["energy_j"] == pytest.approx([60.0] * 3)
+    assert info["throttled_rounds"] == 0
+
+
 class SteppingClock:
     """A clock for the energy meter: each read moves it ``step_s`` on; ``now`` reads without moving."""
 
@@ -183,7 +239,7 @@ class SteppingClock:
         return self.now
 
 
-def test_fake_gpu_energy_windows(use_pynvml, tiny_dense):
+def test_nvml_energy_windows_on_a_stepping_clock(use_pynvml, tiny_dense):
     # The meter's clock moves 0.25 s a read (begin, one check a round, end): a window closes after
     # its 4th round at >= 1 s and spans 1.25 s of a 100 W counter, however busy the machine is.
     clock = SteppingClock(0.25)
@@ -217,11 +273,10 @@ def test_fake_gpu_reports_other_processes(use_pynvml):
     assert all(p["pid"] != os.getpid() for p in procs)
 
 
-def test_thermal_violation_marks_rounds_throttled_and_gate_says_inconclusive(use_pynvml, tiny_dense):
+def test_thermal_violation_marks_rounds_throttled_and_gate_says_inconclusive(tiny_dense):
     from pytest_moeperf import gate
 
-    use_pynvml(thermal_step_ns=1_000_000)
-    gpu = NvmlDevice()
+    gpu = FakeGpu(thermal_ns=1_000_000)
     runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), MeasureSettings(rounds=3, warmup_rounds=0),
                         gpu=gpu, energy_meter=None, energy_unavailable="test")
     runner.prime()
@@ -384,23 +439,20 @@ def test_gpu_kind_check_without_nvml_says_use_cpu(use_pynvml):
         check_gpu_kind("h200")
 
 
-def test_power_policy_violation_is_power_capped_not_throttled(use_pynvml, tiny_dense):
-    mod = use_pynvml()
-    power = {"ns": 0}
-
-    def violation(handle, policy):
-        if policy == mod.NVML_PERF_POLICY_POWER:
-            power["ns"] += 5_000_000
-            return types.SimpleNamespace(violationTime=power["ns"], referenceTime=0)
-        return types.SimpleNamespace(violationTime=0, referenceTime=0)
-
-    mod.nvmlDeviceGetViolationStatus = violation
+def test_power_policy_violation_is_power_capped_not_throttled(tiny_dense):
     runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), MeasureSettings(rounds=2, warmup_rounds=0),
-                        gpu=NvmlDevice(), energy_meter=None, energy_unavailable="test")
+                        gpu=FakeGpu(power_ns=5_000_000), energy_meter=None, energy_unavailable="test")
     runner.prime()
     _run_rounds(runner, 2)
     info = runner.extra_info("cpu")
     assert info["power_capped_rounds"] == 2 and info["throttled_rounds"] == 0
+
+
+def test_nvml_device_throttle_mask_names_the_slowdown_bits(use_pynvml):
+    mod = use_pynvml()
+    assert NvmlDevice().throttle_mask() == 0x68  # the fake names no bits: thermal (SW, HW) and HW slowdown
+    mod.nvmlClocksEventReasonHwPowerBrakeSlowdown = 0x80
+    assert NvmlDevice().throttle_mask() == 0x80
 
 
 def test_contaminated_case_prints_a_warning():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -358,14 +359,48 @@ def test_workflow_passes_actionlint():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_workflow_runs_the_gate():
-    text = WORKFLOW.read_text()
-    for needle in ("runs-on: [self-hosted, gpu]", "--moeperf-gate auto", "--benchmark-json=moeperf.json",
-                   "actions/upload-artifact@v4", "python -m pytest_moeperf compare baselines/h200 --all-runs moeperf.json",
-                   "GITHUB_STEP_SUMMARY", "workflow_dispatch", "--benchmark-save",
-                   # the 10% decode gate: 8 static-backend runs a side against main's stored runs
-                   # since their last change point (docs/history.md)
-                   "python -m pytest_moeperf compare baselines/h200-static --baseline-segment last-stable "
-                   "static-run*.json",
-                   "--moeperf-backend static", "for i in 1 2 3 4 5 6 7 8", "file://baselines/h200-static"):
-        assert needle in text
+def _workflow_commands(prefix: str) -> list[list[str]]:
+    """Each shell command of the workflow's steps that starts with ``prefix``, as argv."""
+    import shlex
+
+    import yaml
+
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    out = []
+    for job in jobs.values():
+        for step in job.get("steps", []):
+            text = str(step.get("run") or "").replace("\\\n", " ")
+            for line in (text.splitlines() if "\n" in text.strip() else [text]):
+                line = line.strip().split(" || ")[0]
+                if line.startswith(prefix):
+                    out.append(shlex.split(line, comments=True)[len(prefix.split()):])
+    return out
+
+
+def test_workflow_commands_are_ones_the_cli_and_plugin_accept():
+    """Every compare call of the CI workflow parses with the CLI's own parser, and every pytest
+    call uses options the plugin defines: a renamed option breaks this test, not the GPU job."""
+    import argparse
+
+    import yaml
+
+    from pytest_moeperf import gate_cli
+
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    assert jobs["gate"]["runs-on"] == ["self-hosted", "gpu"] and "pull_request" in jobs["gate"]["if"]
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    gate_cli.add_arguments(parser)
+    compares = _workflow_commands("python -m pytest_moeperf compare")
+    assert {c[0] for c in compares} == {"baselines/h200", "baselines/h200-static"}
+    for argv in compares:
+        args = parser.parse_args(argv)
+        # every stored run pooled, or those since the last change point (docs/history.md)
+        assert (args.all_runs or args.baseline_segment == "last-stable") and args.markdown == "$GITHUB_STEP_SUMMARY"
+    known = set()
+    for src in ("plugin.py", "multigpu.py"):
+        known |= set(re.findall(r'"(--moeperf-[a-z0-9-]+)"', (REPO / "pytest_moeperf" / src).read_text()))
+    runs = _workflow_commands("pytest benchmarks/")
+    assert len(runs) >= 3
+    used = {a.split("=")[0] for argv in runs for a in argv if a.startswith("--moeperf-")}
+    assert used and used <= known, sorted(used - known)
+    assert any("--moeperf-gate" in argv and "auto" in argv for argv in runs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 from pytest_moeperf.measure import RoundTiming
 from pytest_moeperf.memory import KvLayout, kv_cache_bytes
 from pytest_moeperf.options import parse_options
-from pytest_moeperf.roofline import decode_step_bytes, roofline_fraction
+from pytest_moeperf.derived import decode_step_bytes, roofline_fraction
 from pytest_moeperf.stats import ci95_mean, cv, median, percentile
 
 # -- one round's derived metrics ------------------------------------------------------------

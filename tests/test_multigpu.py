@@ -263,25 +263,7 @@ def test_more_workers_than_listed_gpus_is_a_usage_error(tmp_path):
     assert "Traceback" not in out
 
 
-def test_gate_inside_pytest_compares_the_merged_cases(xdist_run, tmp_path):
-    (tmp_path / "benchmarks").mkdir()
-    (tmp_path / "benchmarks" / "test_deployment.py").write_text(
-        (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8"), encoding="utf-8")
-    verdict = tmp_path / "verdict.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "xdist", "-n", "2", "--dist", "loadgroup",
-         "--moeperf-models", "tiny-dense", "--moeperf-contexts", "64", "--moeperf-rounds", "2",
-         "--moeperf-new-tokens", "4", "--moeperf-gate", str(xdist_run["json"]), "--moeperf-gate-ignore-gpu",
-         "--moeperf-threshold", "latency=1000", "--moeperf-threshold", "throughput=1000",
-         "--moeperf-threshold", "memory=1000",
-         "--moeperf-verdict-json", str(verdict), "--moeperf-results", str(tmp_path / "r.jsonl"), "benchmarks"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    assert "moeperf gate" in out
-    doc = json.loads(verdict.read_text())
-    assert [b["name"] for b in doc["benchmarks"]] == ["test_generate[tiny-dense-c64-n4]"], doc
-    assert (tmp_path / "r.merged.json").exists()  # no --benchmark-json: the default merged path
+# The gate on the merged cases of an xdist run: tests/test_gate_run.py (same verdicts as a plain run).
 
 
 def test_moe_presets_shard_their_experts_and_dense_ones_use_their_tp_plan():

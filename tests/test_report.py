@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import report
+from pytest_moeperf import derived, report
 from pytest_moeperf.cases import Case
 from pytest_moeperf.schema import METRICS, REQUIRED_KEYS
 
@@ -35,7 +35,6 @@ def _bench(case: Case, *, cpu: bool, scale: float = 1.0, **overrides) -> dict:
     ttft = 20.0 * slow
     tpot = 5.0 * slow
     e2e = ttft + tpot * (case.new_tokens - 1)
-    active_b = info["params_active"] / 1e9
     ei = {
         "model": case.model, "architecture": info["architecture"], "weights": f"test/{case.model}",
         "dtype": case.dtype, "backend": case.backend, "device_name": "cpu" if cpu else "NVIDIA H200",
@@ -54,11 +53,7 @@ def _bench(case: Case, *, cpu: bool, scale: float = 1.0, **overrides) -> dict:
         "j_per_1k_tokens": None if cpu else 1000 * 0.3 * e2e / case.new_tokens,
         "samples": {"ttft_ms": [ttft] * 3, "e2e_ms": [e2e] * 3},
     }
-    ei["ape_tpot"] = ei["decode_tokens_per_s"] / active_b
-    ei["ape_inv_ttft"] = (1000 / ttft) / active_b
-    ei["ape_energy"] = None if cpu else ei["tokens_per_j"] / active_b
-    mem = ei["peak_rss_bytes"] if cpu else ei["peak_allocated_bytes"]
-    ei["tokens_per_s_per_gb"] = ei["decode_tokens_per_s"] / (mem / 1e9)
+    ei.update(derived.efficiency(ei))  # as measure.py fills them
     ei.update(overrides)
     assert set(REQUIRED_KEYS) <= set(ei)
     return {
@@ -290,7 +285,8 @@ def test_robust_to_missing_keys(tmp_path):
     doc = cpu_run()
     sparse = copy.deepcopy(doc)
     for b in sparse["benchmarks"]:
-        b["extra_info"] = {k: v for k, v in b["extra_info"].items() if k in ("ttft_ms", "e2e_tokens_per_s")}
+        b["extra_info"] = {k: v for k, v in b["extra_info"].items()
+                           if k in ("model", "context_tokens", "new_tokens", "ttft_ms", "e2e_tokens_per_s")}
         b.pop("params")
         b.pop("stats")
     sparse.pop("machine_info")
@@ -298,4 +294,18 @@ def test_robust_to_missing_keys(tmp_path):
     md = _run(_write(tmp_path / "sparse.json", sparse), tmp_path / "out")
     assert "### Table 8:" in md
     t3 = _table_lines(md, "### Table 3")
-    assert len(t3) == 2 + 4  # ids parsed from the test names
+    assert len(t3) == 2 + 4  # axes from extra_info, metrics missing
+
+
+def test_axes_come_from_extra_info_not_from_the_id(tmp_path):
+    doc = cpu_run()
+    for b in doc["benchmarks"]:  # an id that says one thing, extra_info another: extra_info wins
+        b["param"] = b["name"] = "renamed-c9-n9-fp32-static"
+        b["fullname"] = f"t::{b['fullname']}"
+    rows = report.load_results(_write(tmp_path / "r.json", doc)).rows
+    assert {(r.model, r.context, r.new_tokens) for r in rows} == {(m, c, 16) for m in MODELS for c in (64, 128)}
+    assert all(r.core and r.axes["dtype"] == "bf16" for r in rows)
+    for b in doc["benchmarks"]:
+        b["extra_info"] = {"ttft_ms": 1.0}  # no axes at all: shown under its id, never guessed from it
+    row = report.load_results(_write(tmp_path / "r.json", doc)).rows[0]
+    assert (row.model, row.context, row.axes) == ("renamed-c9-n9-fp32-static", None, {})

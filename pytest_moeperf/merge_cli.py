@@ -1,7 +1,4 @@
-#!/usr/bin/env python3
-"""Merge several pytest-benchmark JSON documents of this suite into one.
-
-    python tools/combine_runs.py A.json B.json ... -o combined.json
+"""``python -m pytest_moeperf merge A.json B.json ... -o OUT.json``: several runs as one document.
 
 Benchmarks are concatenated in file order; where two files hold the same benchmark
 (``fullname``) the later file wins, and likewise for ``moeperf_failed`` entries (a later
@@ -19,19 +16,23 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from .results_log import to_benchmark_document
 
-from pytest_moeperf.results_log import to_benchmark_document
+
+def _read(path: str) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); give a --benchmark-json file") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise ValueError(f"{path}: no 'benchmarks' list (not a pytest-benchmark JSON document)")
+    return doc
 
 
 def combine(paths: list[str]) -> dict:
     records, docs = [], []
     for path in paths:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-            raise ValueError(f"{path}: no 'benchmarks' list (not a pytest-benchmark JSON document)")
+        doc = _read(path)
         docs.append(doc)
         records.append({"type": "session", "machine_info": doc.get("machine_info") or {}})
         records += [{"type": "case", "benchmark": b} for b in doc["benchmarks"]]
@@ -43,21 +44,14 @@ def combine(paths: list[str]) -> dict:
     return merged
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("inputs", nargs="+", metavar="RUN.json", help="pytest-benchmark JSON files; later ones win")
-    ap.add_argument("-o", "--output", required=True, metavar="OUT.json")
-    args = ap.parse_args(argv)
-    try:
-        merged = combine(args.inputs)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="RUN.json", help="pytest-benchmark JSON files; later ones win")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.json", help="the merged document")
+
+
+def run(args: argparse.Namespace) -> int:
+    merged = combine(args.inputs)
     Path(args.output).write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.output}: {len(merged['benchmarks'])} benchmarks, "
           f"{len(merged['moeperf_failed'])} failed, from {len(args.inputs)} files", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
