@@ -13,10 +13,9 @@ import os
 import re
 
 from .endpoint import EndpointConfig
-from .loadgen import LoadPoint, run_load
 from .runner import ServingPointFailed, ServingRunner
 from .sweep import RULE
-from .workload import PromptCache, WorkloadSpec, build_workload
+from .workload import PromptCache, WorkloadSpec
 
 
 def endpoint_label(model: str) -> str:
@@ -98,11 +97,7 @@ class EndpointRunner(ServingRunner):
         except Exception as exc:  # BackendError: one line (unreachable, wrong model, no streaming)
             raise ServingPointFailed(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
         self.backend = backend
-        warm = self.options.warmup_requests
-        if warm:
-            reqs = build_workload(WorkloadSpec(warm, point.input_len, point.output_len, seed=self.options.seed + 7919),
-                                  prompts, prefix="warmup-")
-            self._run(run_load(backend, reqs, LoadPoint("concurrency", min(warm, 4)), timeout_s=self.options.timeout_s))
+        self._warm_up(backend, point, prompts)
         return backend
 
     # --- what differs from the in-process engine ---------------------------------------------

@@ -12,6 +12,8 @@ then the same for all of them, which would hide the spread that real generated t
 
 from __future__ import annotations
 
+from ..routing import router_logits, top_k_experts
+
 
 def distinct_experts_vs_batch(model, prompts: list[list[int]], batches: list[int]) -> dict | None:
     import torch
@@ -21,29 +23,19 @@ def distinct_experts_vs_batch(model, prompts: list[list[int]], batches: list[int
     top_k = getattr(cfg, "num_experts_per_tok", None)
     if not n_experts or not top_k or not prompts:
         return None
-    routers = [m for m in model.modules() if type(m).__name__.endswith("Router")]
-    if not routers:
-        return None
     length = min(len(p) for p in prompts)
     rows = []
     for b in batches:
         ids = torch.tensor([prompts[i % len(prompts)][-length:] for i in range(b)], device=model.device)
-        captured: list = []
         with torch.no_grad():
             out = model(input_ids=ids, use_cache=True)
             gen = torch.Generator().manual_seed(b)
             nxt = torch.randint(0, model.config.vocab_size, (b, 1), generator=gen).to(model.device)
-            hooks = [r.register_forward_hook(lambda mod, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
-                     for r in routers]
-            try:
+            with router_logits(model) as captured:  # the decode step only, not the prefill
                 model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
-            finally:
-                for h in hooks:
-                    h.remove()
-        per_layer = []
-        for logits in captured:
-            chosen = torch.topk(logits.float().reshape(-1, n_experts), top_k, dim=-1).indices
-            per_layer.append(int(torch.unique(chosen).numel()))
+        if not captured:
+            return None
+        per_layer = [int(torch.unique(top_k_experts(logits, n_experts, top_k)).numel()) for logits in captured]
         rows.append({"batch": b, "distinct_experts_per_layer": per_layer,
                      "mean_distinct_experts": sum(per_layer) / len(per_layer),
                      "uniform_expectation": n_experts * (1 - (1 - top_k / n_experts) ** b)})

@@ -114,12 +114,16 @@ class ServingRunner:
         backend = self.new_backend(loaded, engine)
         self._run(backend.start())
         self.backend, self._backend_key = backend, key
+        self._warm_up(backend, point, prompts)
+        return backend
+
+    def _warm_up(self, backend, point: ServingPoint, prompts) -> None:
+        """Untimed requests when a backend starts (--moeperf-warmup-requests), at most 4 at once."""
         warm = self.options.warmup_requests
         if warm:
             reqs = build_workload(WorkloadSpec(warm, point.input_len, point.output_len, seed=self.options.seed + 7919),
                                   prompts, prefix="warmup-")
             self._run(run_load(backend, reqs, LoadPoint("concurrency", min(warm, 4)), timeout_s=self.options.timeout_s))
-        return backend
 
     def new_backend(self, loaded, engine):
         """The backend a model's load points run on (one seam: another ServingBackend, e.g. an
