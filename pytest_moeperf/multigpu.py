@@ -39,6 +39,16 @@ XDIST_KEY = "_moeperf_xdist"
 GROUP_PREFIX = "moeperf-"
 
 
+def without_xdist_group(fullname):
+    """A node id without the ``@GROUP`` that ``--dist loadgroup`` appends to it. pytest-benchmark 5.2
+    keeps that suffix in a benchmark's fullname (5.3 does not), and a baseline measured without xdist
+    never has it: runs are matched by fullname, so the merged document drops it."""
+    if not isinstance(fullname, str):
+        return fullname
+    head, sep, group = fullname.rpartition("@")
+    return head if sep and group.startswith(GROUP_PREFIX) else fullname
+
+
 # =============================================================================================
 # pure parts (unit-tested without pytest-xdist, torch or a GPU)
 # =============================================================================================
@@ -195,13 +205,14 @@ def merge_worker_records(worker_records: dict[str, list[dict]], machine_info: di
                     ident["uuid"] = ident["uuid"] or session_gpu.get("uuid")
                     ident["name"] = ident["name"] or session_gpu.get("name")
                 extra["gpu"] = ident
+                bench["fullname"] = without_xdist_group(bench["fullname"])
                 benchmarks.pop(bench["fullname"], None)
                 benchmarks[bench["fullname"]] = bench
                 full = dict(session_gpu or {})
                 full.update({k: v for k, v in ident.items() if v is not None or k not in full})
                 gpus.setdefault(_gpu_key(ident), full)
             elif kind == "failed":
-                failed.append({"worker": worker, "fullname": rec.get("fullname"), "case": rec.get("case"),
+                failed.append({"worker": worker, "fullname": without_xdist_group(rec.get("fullname")), "case": rec.get("case"),
                                "error": rec.get("error")})
     mi = dict(machine_info or {})
     for worker_mi in sessions.values():  # torch/transformers/cuda versions, device: from the workers

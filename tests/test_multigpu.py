@@ -120,6 +120,21 @@ def test_merge_keeps_every_case_with_its_gpu_and_lists_all_gpus():
     validate_document(doc, "merged")
 
 
+def test_merge_drops_the_xdist_group_suffix_that_pytest_benchmark_5_2_keeps():
+    """Under --dist loadgroup pytest-benchmark 5.2 stores ``...[case]@moeperf-MODEL`` as fullname;
+    a baseline measured without xdist has no suffix, and the gate matches runs by fullname."""
+    case = _case("gpt-oss-20b-c128-n64", "gw0", 0)
+    plain = case["benchmark"]["fullname"]
+    case["benchmark"]["fullname"] = plain + "@moeperf-gpt-oss-20b"
+    failed = {"type": "failed", "fullname": "benchmarks/t.py::test_generate[x]@moeperf-gpt-oss-20b", "case": "x",
+              "error": "e"}
+    doc = mg.merge_worker_records({"gw0": [_session(0), case, failed]}, {}, {})
+    assert [b["fullname"] for b in doc["benchmarks"]] == [plain]
+    assert doc["moeperf_failed"][0]["fullname"] == "benchmarks/t.py::test_generate[x]"
+    # only the plugin's own groups: an '@' that is part of a parameter id stays
+    assert mg.without_xdist_group("t.py::test[a@b]") == "t.py::test[a@b]"
+
+
 def test_merge_newest_record_wins_and_cpu_cases_get_worker_identity():
     old = _case("tiny-moe-c64-n4", "gw0", 0, rounds=(9.0, 9.0))
     new = _case("tiny-moe-c64-n4", "gw0", 0, rounds=(0.1, 0.1))
