@@ -12,13 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf import gate, outputs
+from pytest_moeperf.gate import gate
+from pytest_moeperf.results import outputs
 from pytest_moeperf.__main__ import main
-from pytest_moeperf.cases import Case
-from pytest_moeperf.options import (check_case, check_unique_cases, parse_int, parse_ints, parse_list,
+from pytest_moeperf.model.cases import Case
+from pytest_moeperf.plugin.options import (check_case, check_unique_cases, parse_int, parse_ints, parse_list,
                                     parse_options)
-from pytest_moeperf.outputs import drop_unfinished
-from pytest_moeperf.results_log import (LogError, ResultsLog, mixed_settings_note, options_fingerprint,
+from pytest_moeperf.results.outputs import drop_unfinished
+from pytest_moeperf.results.results_log import (LogError, ResultsLog, mixed_settings_note, options_fingerprint,
                                         options_settings, parse_log_lines, read_log, resume_plan)
 
 
@@ -144,7 +145,7 @@ def test_check_case_refuses_what_the_plugin_refuses(case, expected):
 
 
 def test_measure_case_checks_before_anything_loads():
-    from pytest_moeperf.session import MoeperfSession
+    from pytest_moeperf.measure.session import MoeperfSession
 
     session = MoeperfSession(parse())
     ran = []
@@ -327,7 +328,7 @@ def test_a_half_finished_benchmark_is_not_counted_as_pass():
     cfg = gate.load_gate_config(None)
     result = gate.compare_documents([_doc("t[a]", "t[b]")], _doc("t[a]", "t[b]", extra={}), cfg)
     assert all(b.status == "not-compared" and b.verdict == gate.SKIPPED for b in result.benchmarks)
-    from pytest_moeperf.gate_render import render_markdown, render_text
+    from pytest_moeperf.gate.gate_render import render_markdown, render_text
 
     text = render_text(result)
     assert text.startswith("moeperf gate: NO-OVERLAP (2 not compared)") and "nothing was compared" in text
@@ -369,7 +370,7 @@ SCALARS = (st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_
            | st.sampled_from(["case", "failed", "session", "c", "test_generate[tiny-dense-c64-n4]", "cpu", ""]))
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
                       max_leaves=20)
-from pytest_moeperf import schema  # noqa: E402
+from pytest_moeperf.metrics import schema  # noqa: E402
 
 IDS = st.sampled_from(["tiny-dense-c64-n4", "tiny-moe-c128-n16-fp32", "gpt-oss-20b-c2048-n64-static", "odd"])
 NUMBER = st.floats(0.001, 1e5) | st.integers(0, 10**9)
@@ -421,7 +422,7 @@ def _one_line_error(code: int, err: str) -> None:
 def no_plots(monkeypatch):
     """The report's markdown without its PNGs (matplotlib costs ~1 s a report): the plots get
     arbitrary data in test_arbitrary_results_logs_make_a_report_with_plots_or_one_line."""
-    from pytest_moeperf.report import Report
+    from pytest_moeperf.report.report import Report
 
     monkeypatch.setattr(Report, "write_plots", lambda self, out: [])
 

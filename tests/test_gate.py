@@ -1,4 +1,4 @@
-"""The gate's decision rule (pytest_moeperf.gate) and its renderers: unit and property tests."""
+"""The gate's decision rule (pytest_moeperf.gate.gate) and its renderers: unit and property tests."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf import gate, schema
-from pytest_moeperf.gate import FAIL, INCONCLUSIVE, PASS, SKIPPED, WARN, GateConfig
-from pytest_moeperf.gate_render import render_benchmark_failure, render_markdown, render_text
+from pytest_moeperf.gate import gate
+from pytest_moeperf.metrics import schema
+from pytest_moeperf.gate.gate import FAIL, INCONCLUSIVE, PASS, SKIPPED, WARN, GateConfig
+from pytest_moeperf.gate.gate_render import render_benchmark_failure, render_markdown, render_text
 
 SAMPLED = [m for m in schema.METRICS if m.samples]
 CFG = GateConfig()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import gate
-from pytest_moeperf.gate import FAIL, GateConfig
+from pytest_moeperf.gate import gate
+from pytest_moeperf.gate.gate import FAIL, GateConfig
 
 RUNS = Path(__file__).resolve().parent.parent / "baselines" / "h200-runs" / "2026-11-29b"
 STATIC = Path(__file__).resolve().parent.parent / "baselines" / "h200-static"
@@ -62,7 +62,7 @@ def test_a_pass_that_could_not_have_caught_the_slowdown_says_low_power():
     assert result.verdict == gate.PASS
     low = {m.metric for _, m in result.underpowered()}
     assert set(GATED) <= low
-    from pytest_moeperf.gate_render import render_markdown, render_text
+    from pytest_moeperf.gate.gate_render import render_markdown, render_text
 
     assert "low power:" in render_text(result) and "low power:" in render_markdown(result)
     assert result.to_json()["underpowered"][0]["mde_pct"] > result.to_json()["underpowered"][0]["threshold_pct"]

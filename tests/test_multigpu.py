@@ -1,4 +1,4 @@
-"""pytest_moeperf.multigpu: worker-to-GPU assignment, the merge of the workers' logs, the TP sums,
+"""pytest_moeperf.parallel.multigpu: worker-to-GPU assignment, the merge of the workers' logs, the TP sums,
 and one real pytest-xdist run (-n 2) on the CPU presets whose merged JSON the gate and the report read."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import multigpu as mg
-from pytest_moeperf import schema
+from pytest_moeperf.parallel import multigpu as mg
+from pytest_moeperf.metrics import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 GPUS = [{"index": i, "uuid": f"GPU-{i}aaa", "name": "NVIDIA H200"} for i in range(4)]
@@ -115,7 +115,7 @@ def test_merge_keeps_every_case_with_its_gpu_and_lists_all_gpus():
     assert doc["commit_info"] == {"id": "abc"}
     assert doc["moeperf_failed"] == [{"worker": "gw0", "fullname": "x", "case": "gpt-oss-20b-c2048-n64",
                                       "error": "CUDA out of memory"}]
-    from pytest_moeperf.gate import validate_document
+    from pytest_moeperf.gate.gate import validate_document
 
     validate_document(doc, "merged")
 
@@ -164,8 +164,8 @@ def test_combine_ranks_refuses_a_partial_energy_sum():
 
 
 def test_rank0_extra_info_and_document():
-    from pytest_moeperf.cases import Case
-    from pytest_moeperf.gate import validate_document
+    from pytest_moeperf.model.cases import Case
+    from pytest_moeperf.gate.gate import validate_document
 
     info = {"model": "gpt-oss-120b", "params_active": 5_130_000_000, "decode_tokens_per_s": 100.0,
             "peak_allocated_bytes": 1, "samples": {"ttft_ms": [1.0, 2.0]}, "energy_j": None}
@@ -184,7 +184,7 @@ def test_rank0_extra_info_and_document():
 
 
 def test_gpt_oss_120b_preset_is_the_published_architecture():
-    from pytest_moeperf.presets import count_params, get_preset
+    from pytest_moeperf.model.presets import count_params, get_preset
 
     cfg = dict(get_preset("gpt-oss-120b").config_kwargs)
     assert (cfg["num_hidden_layers"], cfg["num_local_experts"], cfg["num_experts_per_tok"]) == (36, 128, 4)
@@ -270,7 +270,7 @@ def test_moe_presets_shard_their_experts_and_dense_ones_use_their_tp_plan():
     # chosen by what each plan shards, for the installed transformers: GptOss has no TP plan in
     # 5.17 and one that shards only the embedding in 5.24; tp_plan="auto" alone would replicate
     # every expert on every GPU (gpt-oss-120b: 234 GB per H200, which does not fit)
-    from pytest_moeperf.presets import get_preset
+    from pytest_moeperf.model.presets import get_preset
 
     assert mg.uses_expert_parallel(get_preset("gpt-oss-120b").make_config())
     assert mg.uses_expert_parallel(get_preset("tiny-moe").make_config())
@@ -296,7 +296,7 @@ def test_expert_parallel_is_chosen_by_what_the_plans_shard(ep, tp, expected):
 TP_SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 dist.init_process_group("gloo")
-from pytest_moeperf.multigpu import load_tp_model, uses_expert_parallel
+from pytest_moeperf.parallel.multigpu import load_tp_model, uses_expert_parallel
 out = open(f"rank{dist.get_rank()}.jsonl", "w")  # one file a rank: their stdout lines interleave
 for name in sys.argv[1:]:
     loaded = load_tp_model(name, "fp32", None, dist.get_world_size(), "cpu")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import derived, report
-from pytest_moeperf.cases import Case
-from pytest_moeperf.schema import METRICS, REQUIRED_KEYS
+from pytest_moeperf.metrics import derived
+from pytest_moeperf.report import report
+from pytest_moeperf.model.cases import Case
+from pytest_moeperf.metrics.schema import METRICS, REQUIRED_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_BASELINE = ROOT / "baselines" / "h100" / "paper-h100.json"

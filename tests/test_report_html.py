@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import report
-from pytest_moeperf.report_html import render_html
+from pytest_moeperf.report import report
+from pytest_moeperf.report.report_html import render_html
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "baselines" / "h200" / "Linux-CPython-3.12-64bit" / "0001_core-matrix.json"

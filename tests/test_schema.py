@@ -10,7 +10,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_moeperf import derived, gate, report, schema, summary
+from pytest_moeperf.metrics import derived
+from pytest_moeperf.gate import gate
+from pytest_moeperf.report import report
+from pytest_moeperf.metrics import schema
+from pytest_moeperf.results import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = set(schema.METRICS_BY_KEY)
@@ -19,7 +23,7 @@ KEYS = set(schema.METRICS_BY_KEY)
 def test_docs_registry_table_is_the_registry():
     text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
     start, end = text.index(schema.DOCS_BEGIN), text.index(schema.DOCS_END) + len(schema.DOCS_END)
-    assert text[start:end] == schema.registry_markdown(), "run: python -m pytest_moeperf.schema"
+    assert text[start:end] == schema.registry_markdown(), "run: python -m pytest_moeperf.metrics.schema"
 
 
 def _doc_rows(path: Path) -> dict[str, str]:

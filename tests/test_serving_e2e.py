@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import schema
-from pytest_moeperf.results_log import read_log
+from pytest_moeperf.metrics import schema
+from pytest_moeperf.results.results_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TEXT = (ROOT / "benchmarks" / "test_serving.py").read_text(encoding="utf-8")
@@ -85,7 +85,7 @@ BAD = [
 
 @pytest.mark.parametrize("args,msg", BAD)
 def test_bad_serving_option_is_one_line(args, msg):
-    from pytest_moeperf.options import parse_options
+    from pytest_moeperf.plugin.options import parse_options
     from pytest_moeperf.serving.options import parse_serving_options
 
     raw = dict(zip(["moeperf_" + a[10:].replace("-", "_") for a in args[::2]], args[1::2]))
@@ -106,7 +106,7 @@ def test_bad_input_exits_4_with_one_line(tmp_path):
 
 
 def test_gate_compares_serving_points_on_their_request_samples(serving_run):
-    from pytest_moeperf import gate
+    from pytest_moeperf.gate import gate
 
     d, proc = serving_run
     assert proc.returncode == 0
@@ -124,7 +124,7 @@ def test_gate_compares_serving_points_on_their_request_samples(serving_run):
 def test_report_draws_the_serving_plots(serving_run, tmp_path):
     import argparse
 
-    from pytest_moeperf import report
+    from pytest_moeperf.report import report
 
     d, _ = serving_run
     assert report.run(argparse.Namespace(results=str(d / "b.json"), against=None, output=str(tmp_path))) == 0
