@@ -11,9 +11,9 @@ import pytest
 # In-process pytester runs restore sys.modules afterwards, and a C extension imported for the first
 # time inside one (torch, numpy.fft, tokenizers) cannot be imported again: only runs that stop
 # before collection (nothing heavy imported) run in-process; the others run in a subprocess.
-from pytest_moeperf.gate import gate  # noqa: F401  imported here, not first inside a run
-from pytest_moeperf.results import outputs
-from pytest_moeperf.plugin import plugin
+from pytest_moeperf.gate import decision  # noqa: F401  imported here, not first inside a run
+from pytest_moeperf.results import outputs  # noqa: F401
+from pytest_moeperf.plugin import plugin  # noqa: F401
 from pytest_moeperf.results.results_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -274,7 +274,9 @@ def test_fake_gpu_reports_other_processes(use_pynvml):
 
 
 def test_thermal_violation_marks_rounds_throttled_and_gate_says_inconclusive(tiny_dense):
-    from pytest_moeperf.gate import gate
+    from pytest_moeperf.gate import config as gate_config
+    from pytest_moeperf.gate import decision as gate_decision
+    from pytest_moeperf.gate import verdicts as gate_verdicts
 
     gpu = FakeGpu(thermal_ns=1_000_000)
     runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), MeasureSettings(rounds=3, warmup_rounds=0),
@@ -292,11 +294,11 @@ def test_thermal_violation_marks_rounds_throttled_and_gate_says_inconclusive(tin
                                                     "fullname": "benchmarks/test_deployment.py::test_generate"
                                                                 "[tiny-dense-c64-n4]", "extra_info": extra}]}
 
-    cfg = gate.GateConfig()
+    cfg = gate_config.GateConfig()
     base = doc(1.0, 0)
-    assert gate.compare_documents([base], doc(1.5, 0), cfg).verdict == gate.FAIL  # a 50% slowdown
-    res = gate.compare_documents([base], doc(1.5, info["throttled_rounds"]), cfg)
-    assert res.verdict == gate.INCONCLUSIVE
+    assert gate_decision.compare_documents([base], doc(1.5, 0), cfg).verdict == gate_verdicts.FAIL  # a 50% slowdown
+    res = gate_decision.compare_documents([base], doc(1.5, info["throttled_rounds"]), cfg)
+    assert res.verdict == gate_verdicts.INCONCLUSIVE
     assert "clock throttling in 3 rounds" in res.benchmarks[0].metrics[0].reason
 
 

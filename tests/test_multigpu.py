@@ -115,7 +115,7 @@ def test_merge_keeps_every_case_with_its_gpu_and_lists_all_gpus():
     assert doc["commit_info"] == {"id": "abc"}
     assert doc["moeperf_failed"] == [{"worker": "gw0", "fullname": "x", "case": "gpt-oss-20b-c2048-n64",
                                       "error": "CUDA out of memory"}]
-    from pytest_moeperf.gate.gate import validate_document
+    from pytest_moeperf.gate.baseline import validate_document
 
     validate_document(doc, "merged")
 
@@ -165,7 +165,7 @@ def test_combine_ranks_refuses_a_partial_energy_sum():
 
 def test_rank0_extra_info_and_document():
     from pytest_moeperf.model.cases import Case
-    from pytest_moeperf.gate.gate import validate_document
+    from pytest_moeperf.gate.baseline import validate_document
 
     info = {"model": "gpt-oss-120b", "params_active": 5_130_000_000, "decode_tokens_per_s": 100.0,
             "peak_allocated_bytes": 1, "samples": {"ttft_ms": [1.0, 2.0]}, "energy_j": None}

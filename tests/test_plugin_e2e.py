@@ -127,7 +127,7 @@ def test_results_command_lists_cases_and_writes_benchmark_document(default_run, 
     assert "test_generate[tiny-dense-c64-n4]" in proc.stdout
     assert "2 finished, 0 failed" in proc.stdout
     doc = json.loads(out_json.read_text())
-    from pytest_moeperf.gate.gate import validate_document
+    from pytest_moeperf.gate.baseline import validate_document
 
     validate_document(doc, str(out_json))  # the gate reads it like any pytest-benchmark run
     ran = json.loads(default_run["json"].read_text())

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_moeperf.metrics import derived
-from pytest_moeperf.gate import gate
+from pytest_moeperf.gate import config as gate_config
 from pytest_moeperf.report import report
 from pytest_moeperf.metrics import schema
 from pytest_moeperf.results import summary
@@ -49,7 +49,7 @@ def test_docs_metric_rows_state_the_registry_unit():
 
 
 def test_gate_defaults_and_docs_gate_table_follow_the_registry():
-    cfg = gate.GateConfig()
+    cfg = gate_config.GateConfig()
     assert cfg.thresholds_pct == {m.key: m.threshold_pct for m in schema.METRICS}
     text = (ROOT / "docs" / "gate.md").read_text(encoding="utf-8")
     table = text[text.index("## Default thresholds and why"):].split("\n\n")[1]  # the table's lines
@@ -67,7 +67,7 @@ def test_gate_defaults_and_docs_gate_table_follow_the_registry():
 def test_kind_threshold_in_pyproject_moves_every_metric_of_that_kind_but_not_a_metric_set_itself(tmp_path):
     py = tmp_path / "pyproject.toml"
     py.write_text("[tool.moeperf.gate]\nthresholds = {latency = 5.0, ttft_ms_p95 = 12}\n")
-    cfg = gate.load_gate_config(str(py))
+    cfg = gate_config.load_gate_config(str(py))
     for m in schema.METRICS:
         want = 12.0 if m.key == "ttft_ms_p95" else 5.0 if m.kind == "latency" else m.threshold_pct
         assert cfg.threshold_pct(m.key) == want, m.key
@@ -83,7 +83,7 @@ def test_summary_and_report_headers_come_from_the_registry():
 
 
 def test_ungated_metrics_are_the_registry_s():
-    assert gate.UNGATED_MEMORY_METRICS == {m.key for m in schema.METRICS if not m.gated} == {"peak_rss_bytes"}
+    assert gate_config.UNGATED_MEMORY_METRICS == {m.key for m in schema.METRICS if not m.gated} == {"peak_rss_bytes"}
 
 
 pos = st.floats(1e-3, 1e6, allow_nan=False)

@@ -106,18 +106,20 @@ def test_bad_input_exits_4_with_one_line(tmp_path):
 
 
 def test_gate_compares_serving_points_on_their_request_samples(serving_run):
-    from pytest_moeperf.gate import gate
+    from pytest_moeperf.gate import config as gate_config
+    from pytest_moeperf.gate import decision as gate_decision
+    from pytest_moeperf.gate import verdicts as gate_verdicts
 
     d, proc = serving_run
     assert proc.returncode == 0
     doc = json.loads((d / "b.json").read_text())
-    result = gate.compare_documents([doc], doc, gate.load_gate_config(None))
+    result = gate_decision.compare_documents([doc], doc, gate_config.load_gate_config(None))
     assert len(result.benchmarks) == 2 and not result.missing
     for b in result.benchmarks:
-        assert b.status == "compared" and b.verdict == gate.PASS  # the same run on both sides
+        assert b.status == "compared" and b.verdict == gate_verdicts.PASS  # the same run on both sides
         by_key = {m.metric: m for m in b.metrics}
-        assert by_key["req_ttft_ms_p50"].method == gate.METHOD_MWU  # per-request samples: the rank test
-        assert by_key["output_tokens_per_s"].method == gate.METHOD_SUMMARY
+        assert by_key["req_ttft_ms_p50"].method == gate_verdicts.METHOD_MWU  # per-request samples: the rank test
+        assert by_key["output_tokens_per_s"].method == gate_verdicts.METHOD_SUMMARY
         assert "ttft_ms" not in by_key  # single-request metrics are not looked for here
 
 

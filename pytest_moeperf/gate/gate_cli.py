@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from pytest_moeperf.gate import history_gate
-from pytest_moeperf.gate.gate import find_pyproject, load_documents, load_gate_config
+from pytest_moeperf.gate.config import find_pyproject, load_gate_config
+from pytest_moeperf.gate.baseline import load_documents
 from pytest_moeperf.gate.gate_render import render_markdown, render_text
 from pytest_moeperf.gate.gate_run import GateRun
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pytest_moeperf.gate.gate import FAIL, INCONCLUSIVE, NO_OVERLAP, PASS, SKIPPED, WARN, BenchmarkResult, GateResult, MetricComparison
+from pytest_moeperf.gate.verdicts import FAIL, INCONCLUSIVE, NO_OVERLAP, PASS, SKIPPED, WARN, BenchmarkResult, GateResult, MetricComparison
 
 _HEADERS = ("benchmark", "metric", "baseline", "current", "change %", "p", "detectable %", "threshold %",
             "verdict", "reason")

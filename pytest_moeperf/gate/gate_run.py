@@ -13,8 +13,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_moeperf.gate import gate
-from pytest_moeperf.gate.gate import BenchmarkResult, GateConfig, GateResult
+from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.gate import decision as gate_decision
+from pytest_moeperf.gate.verdicts import BenchmarkResult, GateResult
+from pytest_moeperf.gate.config import GateConfig
 
 
 class GateRun:
@@ -26,7 +28,7 @@ class GateRun:
         self.base_docs = list(base_docs)
         self.config = config
         self.segment = segment
-        self.index = gate.index_baseline(self.base_docs)
+        self.index = gate_baseline.index_baseline(self.base_docs)
         self.results: list[BenchmarkResult] = []
         self.head_docs: list[Mapping[str, Any]] = []
         self._cross = False
@@ -34,32 +36,32 @@ class GateRun:
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], config: GateConfig, all_runs: bool = False) -> GateRun:
         """A pytest-benchmark JSON file or storage folder (newest run; every run with ``all_runs``)."""
-        return cls(gate.load_documents(path, all_runs=all_runs), config)
+        return cls(gate_baseline.load_documents(path, all_runs=all_runs), config)
 
     def set_head(self, head_doc: Mapping[str, Any] | None) -> None:
         """The head run's document (its ``machine_info`` is what counts); raises GpuMismatchError
         when it names another GPU than the baseline. Call once per head run before ``judge``."""
         if head_doc is None:
             return
-        gate.check_gpu(self.base_docs, head_doc, self.config)
+        gate_baseline.check_gpu(self.base_docs, head_doc, self.config)
         self.head_docs.append(head_doc)
-        self._cross = self._cross or gate.is_cross_machine(self.base_docs, head_doc)
+        self._cross = self._cross or gate_baseline.is_cross_machine(self.base_docs, head_doc)
 
     def judge(self, bench: Mapping[str, Any], head_runs: Sequence[Mapping[str, Any]] = ()) -> BenchmarkResult:
         """One head benchmark; ``head_runs``: the same benchmark from several head runs of the same
         code (oldest first, ``bench`` among them), pooled like the baseline's runs."""
-        base, source = gate.find_baseline(self.index, bench)
+        base, source = gate_baseline.find_baseline(self.index, bench)
         machine = (self.head_docs[-1].get("machine_info") if self.head_docs else None) or {}
-        why = None if base is None or self.config.ignore_gpu else gate.device_mismatch(
+        why = None if base is None or self.config.ignore_gpu else gate_baseline.device_mismatch(
             self.base_docs, {"machine_info": machine, "benchmarks": [bench]})
         if why:  # the run named no device up front (e.g. --gpu auto): its case does
-            result = gate.not_comparable(bench, why, source)
+            result = gate_decision.not_comparable(bench, why, source)
             self.results.append(result)
             return result
-        head_bench = gate.pool_runs(head_runs) if len(head_runs) > 1 else bench
-        result = gate.compare_benchmark(
-            base, head_bench, self.config, source, gate.baseline_history(self.base_docs, bench),
-            gate.bench_cross_machine(base, bench, self._cross),
+        head_bench = gate_baseline.pool_runs(head_runs) if len(head_runs) > 1 else bench
+        result = gate_decision.compare_benchmark(
+            base, head_bench, self.config, source, gate_baseline.baseline_history(self.base_docs, bench),
+            gate_baseline.bench_cross_machine(base, bench, self._cross),
             [r.get("extra_info") or {} for r in head_runs] if len(head_runs) > 1 else ())
         if self.segment is not None:
             from pytest_moeperf.gate.history_gate import judge
@@ -69,7 +71,7 @@ class GateRun:
         return result
 
     def result(self) -> GateResult:
-        return gate.build_result(self.results, self.base_docs, self.config,
+        return gate_decision.build_result(self.results, self.base_docs, self.config,
                                  self.head_docs[-1] if self.head_docs else None)
 
     def compare(self, head: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> GateResult:
@@ -78,6 +80,6 @@ class GateRun:
         for doc in head_docs:
             self.set_head(doc)
         for bench in head_docs[-1].get("benchmarks", []):
-            runs = gate.baseline_history(head_docs, bench) if len(head_docs) > 1 else [bench]
+            runs = gate_baseline.baseline_history(head_docs, bench) if len(head_docs) > 1 else [bench]
             self.judge(bench, runs)
         return self.result()

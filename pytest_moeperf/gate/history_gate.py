@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pytest_moeperf.gate import gate
+from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.gate import verdicts as gate_verdicts
 from pytest_moeperf.metrics import schema
 from pytest_moeperf.history import history as h
-from pytest_moeperf.gate.gate import FAIL, INCONCLUSIVE, BenchmarkResult
+from pytest_moeperf.gate.verdicts import FAIL, INCONCLUSIVE, BenchmarkResult
 from pytest_moeperf.history.history_render import short_name
 
 SEGMENTS = ("all", "last-stable")
@@ -80,7 +81,7 @@ def last_stable(base_docs: Sequence[Mapping[str, Any]], max_pvalue: float = h.DE
                                    f"its drift cannot be measured")
     docs = []
     for run in runs:
-        benches = [b for b in run.doc.get("benchmarks", []) if run.source in keep.get(gate.bench_key(b), ())]
+        benches = [b for b in run.doc.get("benchmarks", []) if run.source in keep.get(gate_baseline.bench_key(b), ())]
         if benches:
             docs.append({**run.doc, "benchmarks": benches})
     return SegmentChoice(tuple(docs), tuple(notes), insufficient)
@@ -91,12 +92,12 @@ def judge(result: BenchmarkResult, choice: SegmentChoice | None) -> BenchmarkRes
     why = choice.insufficient.get(result.fullname) if choice else None
     if not why or result.verdict == FAIL or result.status != "compared":  # new or not compared: nothing to judge
         return result
-    metrics = tuple(replace(m, verdict=INCONCLUSIVE, reason=f"{why}; {m.reason}") if m.verdict in (gate.PASS, gate.WARN)
+    metrics = tuple(replace(m, verdict=INCONCLUSIVE, reason=f"{why}; {m.reason}") if m.verdict in (gate_verdicts.PASS, gate_verdicts.WARN)
                     and m.metric in h.DEFAULT_METRICS else m for m in result.metrics)
     return replace(result, verdict=INCONCLUSIVE, metrics=metrics)
 
 
-def apply(result: gate.GateResult, choice: SegmentChoice | None) -> gate.GateResult:
+def apply(result: gate_verdicts.GateResult, choice: SegmentChoice | None) -> gate_verdicts.GateResult:
     if choice is None:
         return result
     return replace(result, benchmarks=tuple(judge(b, choice) for b in result.benchmarks))

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_moeperf.metrics import schema
-from pytest_moeperf.gate.gate import SOURCE_KEY, BaselineError, bench_key, gpu_name, load_documents
+from pytest_moeperf.gate.baseline import SOURCE_KEY, bench_key, gpu_name, load_documents
+from pytest_moeperf.gate.config import BaselineError
 
 # Otava declares numpy==2.2.0 and scipy<1.17 and pulls its BigQuery, Postgres and Slack
 # clients for its own CLI; its change-point core (otava.analysis) needs numpy and scipy

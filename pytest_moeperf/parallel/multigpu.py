@@ -521,17 +521,18 @@ def _gate_merged(session, doc: dict) -> None:
     gp = session.config.pluginmanager.get_plugin("moeperf-gate")
     if gp is None or getattr(gp, "run", None) is None:
         return
-    from pytest_moeperf.gate import gate
+    from pytest_moeperf.gate import config as gate_config
+    from pytest_moeperf.gate import verdicts as gate_verdicts
 
     try:
         gp.run.set_head(doc)
-    except gate.GpuMismatchError as exc:
+    except gate_config.GpuMismatchError as exc:
         gp.status = f"not compared: {exc}"
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
         gp.run = None
         return
     for bench in doc["benchmarks"]:  # the same call as a plain run's, per finished test
-        if gp.run.judge(bench).verdict == gate.FAIL:
+        if gp.run.judge(bench).verdict == gate_verdicts.FAIL:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from pytest_moeperf.plugin import bench_api
-from pytest_moeperf.gate import gate
+from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.gate import config as gate_config
 from pytest_moeperf.gate import history_gate
-from pytest_moeperf.gate.gate import FAIL, INCONCLUSIVE, NO_OVERLAP, BaselineError, GateConfig, GateResult
+from pytest_moeperf.gate.verdicts import FAIL, INCONCLUSIVE, NO_OVERLAP, GateResult
+from pytest_moeperf.gate.config import BaselineError, GateConfig
 from pytest_moeperf.gate.gate_render import render_benchmark_failure, render_text
 from pytest_moeperf.gate.gate_run import GateRun
 from pytest_moeperf.plugin.options import DEFAULT_VERDICT_JSON
@@ -53,8 +55,8 @@ class GatePlugin:
         docs = []
         for relpath, data in loaded:
             where = str(Path(str(storage)) / str(relpath))
-            gate.validate_document(data, where)
-            docs.append({**data, gate.SOURCE_KEY: where})
+            gate_baseline.validate_document(data, where)
+            docs.append({**data, gate_baseline.SOURCE_KEY: where})
         return docs
 
     def _resolve_baseline(self) -> list[dict]:
@@ -68,21 +70,21 @@ class GatePlugin:
 
     def _baseline_docs(self, all_runs: bool) -> list[dict]:
         if self.mode not in ("auto", "off"):
-            return gate.load_documents(self.mode, all_runs=all_runs)
+            return gate_baseline.load_documents(self.mode, all_runs=all_runs)
         docs = self._compared_docs()
         if docs:
             return docs
-        folder = gate.storage_path(self._opt("benchmark_storage", None))
-        if folder is not None and gate.has_runs(folder):
+        folder = gate_baseline.storage_path(self._opt("benchmark_storage", None))
+        if folder is not None and gate_baseline.has_runs(folder):
             # every stored run: the newest is the baseline, the others give the run-to-run drift
-            return gate.load_documents(folder, all_runs=True)
+            return gate_baseline.load_documents(folder, all_runs=True)
         self.status = f"no baseline yet (nothing stored in {folder or 'the benchmark storage'}): every benchmark PASSes"
         return []
 
     def _head_doc(self) -> dict | None:
         """This run's machine, when the baseline names a GPU to check it against (under xdist the
         controller also hands the merged workers' document to ``GateRun.set_head``)."""
-        if not any(gate.gpu_name(d) for d in self.base_docs):
+        if not any(gate_baseline.gpu_name(d) for d in self.base_docs):
             return None
         if not hasattr(self.config.hook, "pytest_benchmark_generate_machine_info"):
             return None
@@ -92,14 +94,14 @@ class GatePlugin:
         if self.mode == "off" or hasattr(self.config, "workerinput"):  # xdist workers: benchmarks are off
             return
         try:
-            self.gate_config = gate.load_gate_config(
-                gate.find_pyproject(self.config.rootpath), self._opt("moeperf_threshold", []),
+            self.gate_config = gate_config.load_gate_config(
+                gate_config.find_pyproject(self.config.rootpath), self._opt("moeperf_threshold", []),
                 self._opt("moeperf_allow", []), bool(self._opt("moeperf_gate_strict", False)),
                 bool(self._opt("moeperf_gate_ignore_gpu", False)))
             self.base_docs = self._resolve_baseline()
             run = GateRun(self.base_docs, self.gate_config, self.segment)
             run.set_head(self._head_doc())
-        except (BaselineError, gate.GpuMismatchError) as exc:
+        except (BaselineError, gate_config.GpuMismatchError) as exc:
             raise pytest.UsageError(f"moeperf gate: {exc}") from None
         except ValueError as exc:  # a bad threshold/allow value or pyproject entry
             raise pytest.UsageError(f"moeperf gate: {exc}") from None

@@ -102,7 +102,7 @@ def check_run_outputs(get, options, given_only: bool = False) -> None:
     if given_only:
         files = [(o, p) for o, p in files if not ((o == "--moeperf-results" and get("moeperf_results") is None)
                                                   or (o == "--moeperf-verdict-json" and verdict == DEFAULT_VERDICT_JSON))]
-    from pytest_moeperf.gate.gate import storage_path
+    from pytest_moeperf.gate.baseline import storage_path
 
     folder = storage_path(get("benchmark_storage"))
     check_outputs(files, str(folder) if folder is not None else None,
