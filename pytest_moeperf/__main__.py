@@ -12,7 +12,7 @@ import sys
 
 SUBCOMMANDS = {
     "compare": ("pytest_moeperf.gate.gate_cli", "compare a run against a baseline and print the verdicts"),
-    "report": ("pytest_moeperf.report.report", "write a markdown report with the paper's tables and PNG plots"),
+    "report": ("pytest_moeperf.report.cli", "write a markdown report with the paper's tables and PNG plots"),
     "results": ("pytest_moeperf.results.results_log", "show the cases recorded in a results log (also after a crash)"),
     "history": ("pytest_moeperf.history.history_cli", "change points over the stored runs: trends, segments, a JSON"),
     "merge": ("pytest_moeperf.results.merge_cli", "merge several runs' JSON documents into one (later files win)"),

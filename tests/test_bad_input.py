@@ -424,7 +424,7 @@ def _one_line_error(code: int, err: str) -> None:
 def no_plots(monkeypatch):
     """The report's markdown without its PNGs (matplotlib costs ~1 s a report): the plots get
     arbitrary data in test_arbitrary_results_logs_make_a_report_with_plots_or_one_line."""
-    from pytest_moeperf.report.report import Report
+    from pytest_moeperf.report.tables import Report
 
     monkeypatch.setattr(Report, "write_plots", lambda self, out: [])
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pytest_moeperf.metrics import derived
 from pytest_moeperf.gate import config as gate_config
-from pytest_moeperf.report import report
+from pytest_moeperf.report import columns as report_columns
 from pytest_moeperf.metrics import schema
 from pytest_moeperf.results import summary
 
@@ -77,7 +77,7 @@ def test_summary_and_report_headers_come_from_the_registry():
     for header, key, _, fmt in summary.COLUMNS:
         if key in KEYS:
             assert (header, fmt) == schema.METRICS_BY_KEY[key].term[0::2]
-    for name, col in report.COL.items():
+    for name, col in report_columns.COL.items():
         if name != "peak_gb":  # bytes shown in GB: the one column with its own scale
             assert any(col.header == m.header and col.short == m.short for m in schema.METRICS), col.header
 

@@ -126,10 +126,10 @@ def test_gate_compares_serving_points_on_their_request_samples(serving_run):
 def test_report_draws_the_serving_plots(serving_run, tmp_path):
     import argparse
 
-    from pytest_moeperf.report import report
+    from pytest_moeperf.report import cli as report_cli
 
     d, _ = serving_run
-    assert report.run(argparse.Namespace(results=str(d / "b.json"), against=None, output=str(tmp_path))) == 0
+    assert report_cli.run(argparse.Namespace(results=str(d / "b.json"), against=None, output=str(tmp_path))) == 0
     md = (tmp_path / "report.md").read_text()
     assert "## Serving under load" in md and "### Knees" in md and "advantage vanishes" in md
     assert "tiny-dense | cc2" in md and "no open-loop" not in md

@@ -244,7 +244,7 @@ def _energy(report, plt):
 
 
 def _peak(report, plt):
-    from pytest_moeperf.report.report import mem_bytes
+    from pytest_moeperf.report.columns import mem_bytes
 
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     any_gpu = any(r.v("peak_allocated_bytes") is not None for r in report.largest())
@@ -256,7 +256,7 @@ def _peak(report, plt):
 
 def _ape(report, plt):
     from pytest_moeperf.metrics import derived
-    from pytest_moeperf.report.report import ape_decode, ape_e2e, ape_energy, ape_inv_ttft
+    from pytest_moeperf.report.columns import ape_decode, ape_e2e, ape_energy, ape_inv_ttft
 
     def per_b(key, formula):  # the per-round (per-window) samples through derived.py's formula
         def get(r):
