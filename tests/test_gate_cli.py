@@ -397,7 +397,7 @@ def test_workflow_commands_are_ones_the_cli_and_plugin_accept():
         # every stored run pooled, or those since the last change point (docs/history.md)
         assert (args.all_runs or args.baseline_segment == "last-stable") and args.markdown == "$GITHUB_STEP_SUMMARY"
     known = set()
-    for src in ("plugin/plugin.py", "parallel/multigpu.py"):
+    for src in ("plugin/plugin.py", "parallel/xdist_plugin.py", "parallel/tensor_parallel.py"):
         known |= set(re.findall(r'"(--moeperf-[a-z0-9-]+)"', (REPO / "pytest_moeperf" / src).read_text()))
     runs = _workflow_commands("pytest benchmarks/")
     assert len(runs) >= 3

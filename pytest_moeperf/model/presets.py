@@ -72,7 +72,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # openai/gpt-oss-120b config.json: as 20b with 36 layers and 128 experts (top-4); > 1 GPU in bf16:
     # its experts are split over the GPUs by multigpu.py (docs/multigpu.md)
     _preset("gpt-oss-120b", "gpt-oss", "moe", "GptOssConfig",
-            note="openai/gpt-oss-120b architecture (expert parallel over GPUs: pytest_moeperf.parallel.multigpu)",
+            note="openai/gpt-oss-120b architecture (expert parallel over GPUs: pytest_moeperf.parallel.tensor_parallel)",
             num_hidden_layers=36, num_local_experts=128, **_GPT_OSS_SHARED),
     _preset("qwen3-32b", "qwen3", "dense", "Qwen3Config",
             note="Qwen/Qwen3-32B architecture",

@@ -445,4 +445,4 @@ def moeperf_measure(moeperf, benchmark):
 # --- several GPUs (issue 8) -------------------------------------------------------------------
 # pytest-xdist with one worker per GPU and the merged JSON live in multigpu.py, a plugin of its
 # own (hooks, --moeperf-gpus, --moeperf-merged-json); loading it imports no torch. docs/multigpu.md
-pytest_plugins = ["pytest_moeperf.parallel.multigpu", "pytest_moeperf.serving.plugin"]
+pytest_plugins = ["pytest_moeperf.parallel.xdist_plugin", "pytest_moeperf.serving.plugin"]
