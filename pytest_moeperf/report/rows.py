@@ -179,7 +179,9 @@ def _serving_benches(path) -> list[dict]:
     from pytest_moeperf.serving.report import is_serving
 
     benches = doc.get("benchmarks") if isinstance(doc, dict) else None
-    return [b for b in benches or [] if isinstance(b, dict) and is_serving(b)]
+    if not isinstance(benches, list):
+        return []  # load_results names the problem ({"benchmarks": true} was a TypeError)
+    return [b for b in benches if isinstance(b, dict) and is_serving(b)]
 
 
 def load_results(path, allow_empty: bool = False) -> Results:
