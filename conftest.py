@@ -5,5 +5,5 @@ import importlib.util
 if importlib.util.find_spec("pytest_moeperf") is not None:
     import sys
 
-    if "pytest_moeperf.plugin" not in sys.modules:
-        pytest_plugins = ["pytest_moeperf.plugin"]
+    if "pytest_moeperf.plugin.plugin" not in sys.modules:
+        pytest_plugins = ["pytest_moeperf.plugin.plugin"]

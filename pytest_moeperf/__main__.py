@@ -11,11 +11,11 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "compare": ("pytest_moeperf.gate_cli", "compare a run against a baseline and print the verdicts"),
-    "report": ("pytest_moeperf.report", "write a markdown report with the paper's tables and PNG plots"),
-    "results": ("pytest_moeperf.results_log", "show the cases recorded in a results log (also after a crash)"),
-    "history": ("pytest_moeperf.history_cli", "change points over the stored runs: trends, segments, a JSON"),
-    "merge": ("pytest_moeperf.merge_cli", "merge several runs' JSON documents into one (later files win)"),
+    "compare": ("pytest_moeperf.gate.gate_cli", "compare a run against a baseline and print the verdicts"),
+    "report": ("pytest_moeperf.report.cli", "write a markdown report with the paper's tables and PNG plots"),
+    "results": ("pytest_moeperf.results.results_log", "show the cases recorded in a results log (also after a crash)"),
+    "history": ("pytest_moeperf.history.history_cli", "change points over the stored runs: trends, segments, a JSON"),
+    "merge": ("pytest_moeperf.results.merge_cli", "merge several runs' JSON documents into one (later files win)"),
 }
 
 

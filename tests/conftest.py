@@ -17,8 +17,8 @@ def save_tiny_checkpoint(model_name: str, folder: pathlib.Path, seed: int = 0) -
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pytest_moeperf.presets import get_preset
-    from pytest_moeperf.tokenizer import build_offline_tokenizer
+    from pytest_moeperf.model.presets import get_preset
+    from pytest_moeperf.model.tokenizer import build_offline_tokenizer
 
     preset = get_preset(model_name)
     torch.manual_seed(seed)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf.results_log import read_log
+from pytest_moeperf.results.results_log import read_log
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -138,7 +138,7 @@ def test_contexts_new_tokens_batch_routing_roofline(pytester):
 DECODING_CONFTEST = '''
 import json
 
-from pytest_moeperf import measure
+from pytest_moeperf.measure import measure
 
 _generate = measure.CaseRunner._generate
 

@@ -12,13 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf import gate, outputs
+from pytest_moeperf.gate import config as gate_config
+from pytest_moeperf.gate import decision as gate_decision
+from pytest_moeperf.gate import verdicts as gate_verdicts
+from pytest_moeperf.results import outputs
 from pytest_moeperf.__main__ import main
-from pytest_moeperf.cases import Case
-from pytest_moeperf.options import (check_case, check_unique_cases, parse_int, parse_ints, parse_list,
+from pytest_moeperf.model.cases import Case
+from pytest_moeperf.plugin.options import (check_case, check_unique_cases, parse_int, parse_ints, parse_list,
                                     parse_options)
-from pytest_moeperf.outputs import drop_unfinished
-from pytest_moeperf.results_log import (LogError, ResultsLog, mixed_settings_note, options_fingerprint,
+from pytest_moeperf.results.outputs import drop_unfinished
+from pytest_moeperf.results.results_log import (LogError, ResultsLog, mixed_settings_note, options_fingerprint,
                                         options_settings, parse_log_lines, read_log, resume_plan)
 
 
@@ -144,7 +147,7 @@ def test_check_case_refuses_what_the_plugin_refuses(case, expected):
 
 
 def test_measure_case_checks_before_anything_loads():
-    from pytest_moeperf.session import MoeperfSession
+    from pytest_moeperf.measure.session import MoeperfSession
 
     session = MoeperfSession(parse())
     ran = []
@@ -312,22 +315,22 @@ def _doc(*names, gpu="NVIDIA H200", device=None, extra=None):
 
 
 def test_nothing_compared_is_no_overlap_with_its_own_exit_code():
-    cfg = gate.load_gate_config(None)
+    cfg = gate_config.load_gate_config(None)
     for head in (_doc("other_suite"), _doc(), _doc("t[a]", extra={})):
-        result = gate.compare_documents([_doc("t[a]")], head, cfg)
-        assert result.verdict == gate.NO_OVERLAP and result.exit_code() == gate.EXIT_NO_OVERLAP == 3
+        result = gate_decision.compare_documents([_doc("t[a]")], head, cfg)
+        assert result.verdict == gate_verdicts.NO_OVERLAP and result.exit_code() == gate_verdicts.EXIT_NO_OVERLAP == 3
         assert result.to_json()["verdict"] == "NO-OVERLAP" and result.to_json()["compared"] == 0
-    ok = gate.compare_documents([_doc("t[a]")], _doc("t[a]", "t[new]"), cfg)
-    assert ok.verdict == gate.PASS and ok.exit_code() == 0 and ok.compared == 1
-    fresh = gate.build_result([], [], cfg)  # pytest, no baseline stored yet: fault 6 still PASSes
-    assert fresh.verdict == gate.PASS and fresh.exit_code() == 0
+    ok = gate_decision.compare_documents([_doc("t[a]")], _doc("t[a]", "t[new]"), cfg)
+    assert ok.verdict == gate_verdicts.PASS and ok.exit_code() == 0 and ok.compared == 1
+    fresh = gate_decision.build_result([], [], cfg)  # pytest, no baseline stored yet: fault 6 still PASSes
+    assert fresh.verdict == gate_verdicts.PASS and fresh.exit_code() == 0
 
 
 def test_a_half_finished_benchmark_is_not_counted_as_pass():
-    cfg = gate.load_gate_config(None)
-    result = gate.compare_documents([_doc("t[a]", "t[b]")], _doc("t[a]", "t[b]", extra={}), cfg)
-    assert all(b.status == "not-compared" and b.verdict == gate.SKIPPED for b in result.benchmarks)
-    from pytest_moeperf.gate_render import render_markdown, render_text
+    cfg = gate_config.load_gate_config(None)
+    result = gate_decision.compare_documents([_doc("t[a]", "t[b]")], _doc("t[a]", "t[b]", extra={}), cfg)
+    assert all(b.status == "not-compared" and b.verdict == gate_verdicts.SKIPPED for b in result.benchmarks)
+    from pytest_moeperf.gate.gate_render import render_markdown, render_text
 
     text = render_text(result)
     assert text.startswith("moeperf gate: NO-OVERLAP (2 not compared)") and "nothing was compared" in text
@@ -335,13 +338,13 @@ def test_a_half_finished_benchmark_is_not_counted_as_pass():
 
 
 def test_a_gpu_baseline_against_a_cpu_run_is_a_device_mismatch():
-    cfg = gate.load_gate_config(None)
+    cfg = gate_config.load_gate_config(None)
     cpu_runs = (_doc("t[a]", gpu=None, device="cpu (x86_64, 2 cores)"),
                 _doc("t[a]", gpu=None, extra={"tpot_ms": 1.0, "device_name": "cpu (x86_64, 2 cores)"}))
     for head in cpu_runs:
-        with pytest.raises(gate.GpuMismatchError, match="NVIDIA H200.*this run is on the CPU.*baselines/cpu"):
-            gate.compare_documents([_doc("t[a]")], head, cfg)
-    assert gate.compare_documents([_doc("t[a]")], cpu_runs[0], gate.load_gate_config(None, ignore_gpu=True))
+        with pytest.raises(gate_config.GpuMismatchError, match="NVIDIA H200.*this run is on the CPU.*baselines/cpu"):
+            gate_decision.compare_documents([_doc("t[a]")], head, cfg)
+    assert gate_decision.compare_documents([_doc("t[a]")], cpu_runs[0], gate_config.load_gate_config(None, ignore_gpu=True))
 
 
 def test_a_results_log_given_to_compare_or_report_points_to_results_json(tmp_path, capsys):
@@ -369,7 +372,7 @@ SCALARS = (st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_
            | st.sampled_from(["case", "failed", "session", "c", "test_generate[tiny-dense-c64-n4]", "cpu", ""]))
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
                       max_leaves=20)
-from pytest_moeperf import schema  # noqa: E402
+from pytest_moeperf.metrics import schema  # noqa: E402
 
 IDS = st.sampled_from(["tiny-dense-c64-n4", "tiny-moe-c128-n16-fp32", "gpt-oss-20b-c2048-n64-static", "odd"])
 NUMBER = st.floats(0.001, 1e5) | st.integers(0, 10**9)
@@ -421,7 +424,7 @@ def _one_line_error(code: int, err: str) -> None:
 def no_plots(monkeypatch):
     """The report's markdown without its PNGs (matplotlib costs ~1 s a report): the plots get
     arbitrary data in test_arbitrary_results_logs_make_a_report_with_plots_or_one_line."""
-    from pytest_moeperf.report import Report
+    from pytest_moeperf.report.tables import Report
 
     monkeypatch.setattr(Report, "write_plots", lambda self, out: [])
 

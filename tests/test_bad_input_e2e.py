@@ -11,8 +11,10 @@ import pytest
 # In-process pytester runs restore sys.modules afterwards, and a C extension imported for the first
 # time inside one (torch, numpy.fft, tokenizers) cannot be imported again: only runs that stop
 # before collection (nothing heavy imported) run in-process; the others run in a subprocess.
-from pytest_moeperf import gate, outputs, plugin  # noqa: F401  imported here, not first inside a run
-from pytest_moeperf.results_log import read_log
+from pytest_moeperf.gate import decision  # noqa: F401  imported here, not first inside a run
+from pytest_moeperf.results import outputs  # noqa: F401
+from pytest_moeperf.plugin import plugin  # noqa: F401
+from pytest_moeperf.results.results_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TEXT = (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8")
@@ -101,7 +103,7 @@ def test_bad_input_is_one_usage_error_line_before_anything_runs(pytester, args, 
 
 
 INTERRUPT = """
-from pytest_moeperf import measure
+from pytest_moeperf.measure import measure
 
 _prime, _round = measure.CaseRunner.prime, measure.CaseRunner.round
 

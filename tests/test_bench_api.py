@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_moeperf import bench_api
+from pytest_moeperf.plugin import bench_api
 
 
 def test_private_storage_access_still_finds_pytest_benchmarks_storage(pytestconfig, tmp_path):
@@ -23,7 +23,7 @@ def test_storage_saves_and_loads_a_document_built_by_the_public_hooks(pytester):
     # the private access, and the file it saves loads back as the same benchmarks.
     pytester.makeconftest("""
         import json, pytest
-        from pytest_moeperf import bench_api
+        from pytest_moeperf.plugin import bench_api
 
         BENCH = {"name": "test_x[a]", "fullname": "test_x.py::test_x[a]", "group": None, "params": {"p": "a"},
                  "param": "a", "extra_info": {"ttft_ms": 1.5}, "options": {},

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf.context import (
+from pytest_moeperf.model.context import (
     ContextError,
     ContextResult,
     build_exact_context,
@@ -24,7 +24,7 @@ from pytest_moeperf.context import (
     template_markers,
     template_overhead,
 )
-from pytest_moeperf.tokenizer import (
+from pytest_moeperf.model.tokenizer import (
     COMMON_WORDS,
     QWEN3_TEMPLATE,
     build_offline_tokenizer,

@@ -1,6 +1,6 @@
 """Fault handling: NVML missing or failing, throttling, CUDA OOM, compile failures, bad baselines.
 
-Faults that only a GPU produces are simulated: a fake ``Gpu`` (pytest_moeperf.gpu's interface,
+Faults that only a GPU produces are simulated: a fake ``Gpu`` (pytest_moeperf.measure.gpu's interface,
 on a fake clock) drives CaseRunner's energy windows and throttling; a fake ``pynvml`` module only
 where NVML itself is under test (NvmlDevice's errors, identity, processes); OOM / compile errors
 are raised from a patched ``CaseRunner.prime``. Measurements run the tiny presets on the CPU.
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf.cases import Case
-from pytest_moeperf.energy import EnergyMeter, EnergyUnavailable, NvmlDevice
-from pytest_moeperf.gpu import NoGpu
-from pytest_moeperf.options import parse_options
-from pytest_moeperf.results_log import read_log
+from pytest_moeperf.model.cases import Case
+from pytest_moeperf.measure.energy import EnergyMeter, EnergyUnavailable, NvmlDevice
+from pytest_moeperf.measure.gpu import NoGpu
+from pytest_moeperf.plugin.options import parse_options
+from pytest_moeperf.results.results_log import read_log
 
 torch = pytest.importorskip("torch")
 
-from pytest_moeperf.measure import CaseRunner, MeasureSettings  # noqa: E402
-from pytest_moeperf.session import CaseFailed, MoeperfSession  # noqa: E402
+from pytest_moeperf.measure.measure import CaseRunner, MeasureSettings  # noqa: E402
+from pytest_moeperf.measure.session import CaseFailed, MoeperfSession  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TEXT = (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8")
@@ -97,7 +97,7 @@ def use_pynvml(monkeypatch):
     return install
 
 
-# --- a fake Gpu (pytest_moeperf.gpu's interface): what CaseRunner sees of a GPU ----------------------
+# --- a fake Gpu (pytest_moeperf.measure.gpu's interface): what CaseRunner sees of a GPU ----------------------
 
 class FakeGpu(NoGpu):
     """A board drawing ``watts`` on a clock that moves only when a round ends (``step_s`` a round),
@@ -180,7 +180,7 @@ def test_session_on_cuda_without_energy_counter_keeps_the_gpu(use_pynvml, tmp_pa
 
 @pytest.fixture(scope="module")
 def tiny_dense():
-    from pytest_moeperf.loading import load_model
+    from pytest_moeperf.model.loading import load_model
 
     return load_model("tiny-dense", device="cpu", dtype="fp32")
 
@@ -274,7 +274,9 @@ def test_fake_gpu_reports_other_processes(use_pynvml):
 
 
 def test_thermal_violation_marks_rounds_throttled_and_gate_says_inconclusive(tiny_dense):
-    from pytest_moeperf import gate
+    from pytest_moeperf.gate import config as gate_config
+    from pytest_moeperf.gate import decision as gate_decision
+    from pytest_moeperf.gate import verdicts as gate_verdicts
 
     gpu = FakeGpu(thermal_ns=1_000_000)
     runner = CaseRunner(tiny_dense, Case("tiny-dense", 64, 4, dtype="fp32"), MeasureSettings(rounds=3, warmup_rounds=0),
@@ -292,11 +294,11 @@ def test_thermal_violation_marks_rounds_throttled_and_gate_says_inconclusive(tin
                                                     "fullname": "benchmarks/test_deployment.py::test_generate"
                                                                 "[tiny-dense-c64-n4]", "extra_info": extra}]}
 
-    cfg = gate.GateConfig()
+    cfg = gate_config.GateConfig()
     base = doc(1.0, 0)
-    assert gate.compare_documents([base], doc(1.5, 0), cfg).verdict == gate.FAIL  # a 50% slowdown
-    res = gate.compare_documents([base], doc(1.5, info["throttled_rounds"]), cfg)
-    assert res.verdict == gate.INCONCLUSIVE
+    assert gate_decision.compare_documents([base], doc(1.5, 0), cfg).verdict == gate_verdicts.FAIL  # a 50% slowdown
+    res = gate_decision.compare_documents([base], doc(1.5, info["throttled_rounds"]), cfg)
+    assert res.verdict == gate_verdicts.INCONCLUSIVE
     assert "clock throttling in 3 rounds" in res.benchmarks[0].metrics[0].reason
 
 
@@ -339,7 +341,7 @@ def test_oom_in_one_case_is_case_failed_and_the_session_goes_on(tmp_path, monkey
 
 CONFTEST_FAULTS = """
     import torch
-    from pytest_moeperf import measure
+    from pytest_moeperf.measure import measure
 
     _prime = measure.CaseRunner.prime
 
@@ -419,7 +421,7 @@ def test_no_baseline_yet_passes_and_says_so(pytester):
 
 @pytest.mark.parametrize(("kind", "ok"), [("h200", True), ("h100", False), ("a100", False)])
 def test_gpu_kind_check_names_the_gpu_found(use_pynvml, kind, ok):
-    from pytest_moeperf.session import check_gpu_kind
+    from pytest_moeperf.measure.session import check_gpu_kind
 
     use_pynvml()  # the fake names itself "NVIDIA H200"
     if ok:
@@ -432,7 +434,7 @@ def test_gpu_kind_check_names_the_gpu_found(use_pynvml, kind, ok):
 
 
 def test_gpu_kind_check_without_nvml_says_use_cpu(use_pynvml):
-    from pytest_moeperf.session import check_gpu_kind
+    from pytest_moeperf.measure.session import check_gpu_kind
 
     use_pynvml(init_error="NVML Shared Library Not Found")
     with pytest.raises(ValueError, match="no NVIDIA GPU found through NVML.*run with --gpu cpu"):
@@ -456,8 +458,8 @@ def test_nvml_device_throttle_mask_names_the_slowdown_bits(use_pynvml):
 
 
 def test_contaminated_case_prints_a_warning():
-    from pytest_moeperf.cases import Case as C
-    from pytest_moeperf.summary import render_summary
+    from pytest_moeperf.model.cases import Case as C
+    from pytest_moeperf.results.summary import render_summary
 
     info = {"ttft_ms": 1.0, "contaminated": True, "other_gpu_processes": [{"pid": OTHER_PID}], "throttled_rounds": 2}
     text = render_summary([(C("tiny-dense", 64, 4), info)], [])

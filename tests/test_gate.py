@@ -1,4 +1,4 @@
-"""The gate's decision rule (pytest_moeperf.gate) and its renderers: unit and property tests."""
+"""The gate's decision rule (pytest_moeperf.gate.decision) and its renderers: unit and property tests."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf import gate, schema
-from pytest_moeperf.gate import FAIL, INCONCLUSIVE, PASS, SKIPPED, WARN, GateConfig
-from pytest_moeperf.gate_render import render_benchmark_failure, render_markdown, render_text
+from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.gate import config as gate_config
+from pytest_moeperf.gate import decision as gate_decision
+from pytest_moeperf.gate import statistics as gate_stats
+from pytest_moeperf.gate import verdicts as gate_verdicts
+from pytest_moeperf.metrics import schema
+from pytest_moeperf.gate.verdicts import FAIL, INCONCLUSIVE, PASS, SKIPPED, WARN
+from pytest_moeperf.gate.config import GateConfig
+from pytest_moeperf.gate.gate_render import render_benchmark_failure, render_markdown, render_text
 
 SAMPLED = [m for m in schema.METRICS if m.samples]
 CFG = GateConfig()
@@ -46,9 +52,9 @@ def doc(*benches: dict, gpu: str | None = "NVIDIA H200") -> dict:
             "datetime": "2025-01-01T00:00:00", "version": "5.2.3"}
 
 
-def cmp_samples(metric_key: str, base, head, config: GateConfig = CFG) -> gate.MetricComparison:
+def cmp_samples(metric_key: str, base, head, config: GateConfig = CFG) -> gate_verdicts.MetricComparison:
     metric = schema.METRICS_BY_KEY[metric_key]
-    return gate.compare_samples(metric, np.asarray(base, float), np.asarray(head, float), config)
+    return gate_decision.compare_samples(metric, np.asarray(base, float), np.asarray(head, float), config)
 
 
 def normal(seed: int, center: float, cv: float, n: int) -> list[float]:
@@ -74,7 +80,7 @@ def h200_like_runs(rng: np.random.Generator, center: float, runs: int, drift: fl
             for level in rng.normal(center, drift * center, runs)]
 
 
-def tpot_verdicts(result: gate.GateResult) -> dict[str, str]:
+def tpot_verdicts(result: gate_verdicts.GateResult) -> dict[str, str]:
     return {m.metric: m.verdict for m in result.benchmarks[0].metrics}
 
 
@@ -84,12 +90,12 @@ def test_10pct_decode_slowdown_one_run_a_side(seed):
     # on the H200 (3.5%) cannot be seen in one run, so it is assumed and the verdict is
     # INCONCLUSIVE with the number of runs that would settle it, never PASS
     tpot_b, tpot_h = normal(seed, 20.0, 0.03, 10), normal(1000 + seed, 22.0, 0.03, 10)
-    result = gate.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), CFG)
+    result = gate_decision.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), CFG)
     assert tpot_verdicts(result) == {"tpot_ms": INCONCLUSIVE, "decode_tokens_per_s": INCONCLUSIVE}
     assert "runs a side" in result.benchmarks[0].metrics[0].reason
     # a machine whose drift was measured to be negligible (run_drift_pct = 0) FAILs it
-    quiet = gate.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), GateConfig(
-        single_run_drift_pct={k: 0.0 for k in gate.DEFAULT_SINGLE_RUN_DRIFT_PCT}))
+    quiet = gate_decision.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), GateConfig(
+        single_run_drift_pct={k: 0.0 for k in gate_config.DEFAULT_SINGLE_RUN_DRIFT_PCT}))
     assert tpot_verdicts(quiet) == {"tpot_ms": FAIL, "decode_tokens_per_s": FAIL}
 
 
@@ -100,7 +106,7 @@ def test_10pct_decode_slowdown_fails_with_eight_runs_a_side_at_h200_drift():
     verdicts = []
     for _ in range(40):
         base, head = h200_like_runs(rng, 20.0, 8), h200_like_runs(rng, 22.0, 8)
-        verdicts.append(tpot_verdicts(gate.compare_documents(base, head, CFG))["tpot_ms"])
+        verdicts.append(tpot_verdicts(gate_decision.compare_documents(base, head, CFG))["tpot_ms"])
     assert PASS not in verdicts
     assert verdicts.count(FAIL) >= 0.65 * len(verdicts), verdicts
 
@@ -111,7 +117,7 @@ def test_same_code_runs_at_h200_drift_never_fail():
     for runs in (1, 1, 5, 8):
         for _ in range(100):
             base, head = h200_like_runs(rng, 20.0, runs), h200_like_runs(rng, 20.0, runs)
-            result = gate.compare_documents(base, head if runs > 1 else head[0], CFG)
+            result = gate_decision.compare_documents(base, head if runs > 1 else head[0], CFG)
             assert result.verdict != FAIL, render_text(result)
 
 
@@ -130,7 +136,7 @@ def test_same_code_eager_runs_never_fail_one_run_a_side():
     rng = np.random.default_rng(13)
     for _ in range(150):
         base, head = eager_runs(rng, 40.0, 1), eager_runs(rng, 40.0, 1)
-        result = gate.compare_documents(base, head[0], CFG)
+        result = gate_decision.compare_documents(base, head[0], CFG)
         assert result.verdict != FAIL, render_text(result)
 
 
@@ -142,7 +148,7 @@ def test_eager_backend_assumes_a_wider_drift_than_static():
         docs = [tpot_doc(tight_b), tpot_doc(head)]
         for d in docs:
             d["benchmarks"][0]["extra_info"]["backend"] = backend
-        return next(m for m in gate.compare_documents([docs[0]], docs[1], CFG).benchmarks[0].metrics
+        return next(m for m in gate_decision.compare_documents([docs[0]], docs[1], CFG).benchmarks[0].metrics
                     if m.metric == "tpot_ms")
     assert verdict("static").verdict == FAIL
     eager = verdict("eager")
@@ -188,7 +194,7 @@ sample_lists = st.lists(st.floats(1.0, 1000.0), min_size=2, max_size=30)
 @PROPS
 @given(values=sample_lists, metric=st.sampled_from(SAMPLED))
 def test_identical_samples_never_fail(values, metric):
-    c = gate.compare_samples(metric, np.asarray(values), np.asarray(values), CFG)
+    c = gate_decision.compare_samples(metric, np.asarray(values), np.asarray(values), CFG)
     assert c.verdict == PASS
     assert c.change_pct == 0
 
@@ -204,8 +210,8 @@ def test_large_shift_with_small_spread_fails_only_in_bad_direction(base_noise, h
     worse = 1 + shift if metric.direction == "lower" else 1 - shift
     better = 1 - shift if metric.direction == "lower" else 1 + shift
     head = center * (1 + np.asarray(head_noise))
-    assert gate.compare_samples(metric, base, head * worse, CFG).verdict == FAIL
-    improved = gate.compare_samples(metric, base, head * better, CFG)
+    assert gate_decision.compare_samples(metric, base, head * worse, CFG).verdict == FAIL
+    improved = gate_decision.compare_samples(metric, base, head * better, CFG)
     assert improved.verdict == WARN and "refresh the baseline" in improved.reason
 
 
@@ -218,7 +224,7 @@ def test_wide_spread_gives_inconclusive_not_fail(metric, n, width, shift_over_th
     shift = shift_over_thr * CFG.threshold_pct(metric.key) / 100
     factor = 1 + shift if metric.direction == "lower" else 1 / (1 + shift)
     base, head = 100 * rng.permutation(shape), 100 * factor * rng.permutation(shape)
-    c = gate.compare_samples(metric, base, head, CFG)
+    c = gate_decision.compare_samples(metric, base, head, CFG)
     assert c.mde_pct > c.threshold_pct
     assert c.verdict == INCONCLUSIVE
     assert c.suggested_rounds and c.suggested_rounds > n
@@ -229,7 +235,7 @@ def test_wide_spread_gives_inconclusive_not_fail(metric, n, width, shift_over_th
        n_head=st.integers(8, 30), metric=st.sampled_from(SAMPLED))
 def test_same_bimodal_distribution_never_fails(seed, p_high, n_base, n_head, metric):
     rng = np.random.default_rng(seed)
-    c = gate.compare_samples(metric, bimodal(rng, p_high, n_base), bimodal(rng, p_high, n_head), CFG)
+    c = gate_decision.compare_samples(metric, bimodal(rng, p_high, n_base), bimodal(rng, p_high, n_head), CFG)
     assert c.verdict != FAIL
 
 
@@ -240,7 +246,7 @@ def test_mde_formula_uses_sample_sd_and_base_median():
     base, head = np.array([10.0, 9.0, 11.0]), np.array([20.0, 22.0, 19.0, 21.0])
     z = 1.6448536269514722 + 0.8416212335729143
     expected = 100 * z * math.sqrt(np.var(base, ddof=1) / 3 + np.var(head, ddof=1) / 4) / 10.0
-    assert gate.mde_pct(base, head, 0.05, 0.8) == pytest.approx(expected)
+    assert gate_stats.mde_pct(base, head, 0.05, 0.8) == pytest.approx(expected)
 
 
 def test_correlated_rounds_widen_the_detectable_effect():
@@ -248,26 +254,26 @@ def test_correlated_rounds_widen_the_detectable_effect():
     # carry fewer independent rounds than when shuffled
     trend = np.linspace(9.0, 11.0, 20)
     shuffled = np.random.default_rng(0).permutation(trend)
-    assert gate.lag1_autocorrelation(trend) > 0.8
-    assert gate.variance_inflation(trend) == pytest.approx(
-        (1 + gate.lag1_autocorrelation(trend)) / (1 - gate.lag1_autocorrelation(trend)))
-    assert gate.mde_pct(trend, trend, 0.05, 0.8) > 2 * gate.mde_pct(shuffled, shuffled, 0.05, 0.8)
-    assert gate.lag1_autocorrelation(np.array([1.0, 3.0, 1.0, 3.0, 1.0])) == 0.0  # clipped, no credit
-    assert gate.lag1_autocorrelation(np.array([5.0, 5.0, 5.0])) == 0.0
+    assert gate_stats.lag1_autocorrelation(trend) > 0.8
+    assert gate_stats.variance_inflation(trend) == pytest.approx(
+        (1 + gate_stats.lag1_autocorrelation(trend)) / (1 - gate_stats.lag1_autocorrelation(trend)))
+    assert gate_stats.mde_pct(trend, trend, 0.05, 0.8) > 2 * gate_stats.mde_pct(shuffled, shuffled, 0.05, 0.8)
+    assert gate_stats.lag1_autocorrelation(np.array([1.0, 3.0, 1.0, 3.0, 1.0])) == 0.0  # clipped, no credit
+    assert gate_stats.lag1_autocorrelation(np.array([5.0, 5.0, 5.0])) == 0.0
 
 
 def test_drift_pools_both_sides_and_single_run_prior_is_shrunk_toward_measured():
-    assert gate.drift_pct([10.0], [10.0]) is None
-    assert gate.drift_pct([9.0, 11.0], [20.0]) == pytest.approx(100 * math.sqrt(2) / (40 / 3))
+    assert gate_stats.drift_pct([10.0], [10.0]) is None
+    assert gate_stats.drift_pct([9.0, 11.0], [20.0]) == pytest.approx(100 * math.sqrt(2) / (40 / 3))
     # two runs agreeing by chance: the pooled drift stays near the 3.5% prior
     runs = [tpot_doc(normal(s, 20.0, 0.01, 10)) for s in (1, 2)]
-    m = gate.compare_documents(runs, tpot_doc(normal(3, 20.0, 0.01, 10)), CFG).benchmarks[0].metrics[0]
+    m = gate_decision.compare_documents(runs, tpot_doc(normal(3, 20.0, 0.01, 10)), CFG).benchmarks[0].metrics[0]
     assert m.baseline_runs == 2 and m.current_runs == 1 and 2.5 < m.drift_pct < 3.5
 
 
 def test_too_few_rounds_for_the_test_is_inconclusive():
     # 3 vs 3 rounds: the exact one-sided U test cannot reach p < 0.05 at all
-    assert gate.min_rounds_for_alpha(0.05) == 4
+    assert gate_stats.min_rounds_for_alpha(0.05) == 4
     c = cmp_samples("tpot_ms", [10.0, 10.01, 9.99], [13.0, 13.01, 12.99])
     assert c.verdict == INCONCLUSIVE and c.suggested_rounds >= 4
 
@@ -292,21 +298,21 @@ def test_constant_samples_compare_cleanly():
     (100 * GIB, 97 * GIB, WARN),                 # shrank beyond tolerance: refresh
 ])
 def test_memory_tolerance(base, head, verdict):
-    c = gate.compare_metric(schema.METRICS_BY_KEY["peak_allocated_bytes"], extra(peak_allocated_bytes=base),
+    c = gate_decision.compare_metric(schema.METRICS_BY_KEY["peak_allocated_bytes"], extra(peak_allocated_bytes=base),
                             extra(peak_allocated_bytes=head), CFG)
     assert (c.method, c.verdict) == ("tolerance", verdict)
 
 
 def test_host_rss_growth_is_reported_not_gated():
     # an xdist worker held 340 MiB more host memory than a plain run of the same case (H200)
-    c = gate.compare_metric(schema.METRICS_BY_KEY["peak_rss_bytes"], extra(peak_rss_bytes=1.8 * GIB),
+    c = gate_decision.compare_metric(schema.METRICS_BY_KEY["peak_rss_bytes"], extra(peak_rss_bytes=1.8 * GIB),
                             extra(peak_rss_bytes=1.8 * GIB + 340 * MIB), CFG)
     assert c.verdict == WARN and "not gated" in c.reason
 
 
 def test_memory_tolerance_config():
-    cfg = gate.load_gate_config(None, ["peak_allocated_bytes=10"], [], False)
-    c = gate.compare_metric(schema.METRICS_BY_KEY["peak_allocated_bytes"], extra(peak_allocated_bytes=100 * GIB),
+    cfg = gate_config.load_gate_config(None, ["peak_allocated_bytes=10"], [], False)
+    c = gate_decision.compare_metric(schema.METRICS_BY_KEY["peak_allocated_bytes"], extra(peak_allocated_bytes=100 * GIB),
                             extra(peak_allocated_bytes=105 * GIB), cfg)
     assert c.verdict == PASS
 
@@ -321,7 +327,7 @@ def paper_extra(**scalars) -> dict:
 @pytest.mark.parametrize(("head_tpot", "verdict"), [(10.3, PASS), (11.0, FAIL), (8.0, WARN)])
 def test_threshold_only_against_summary_baseline(head_tpot, verdict):
     head = extra({"tpot_ms": normal(3, head_tpot, 0.01, 10)})
-    c = gate.compare_metric(schema.METRICS_BY_KEY["tpot_ms"], paper_extra(tpot_ms=10.0), head, CFG)
+    c = gate_decision.compare_metric(schema.METRICS_BY_KEY["tpot_ms"], paper_extra(tpot_ms=10.0), head, CFG)
     assert c.method == "threshold-only" and c.p_value is None and c.mde_pct is None
     assert c.verdict == verdict
 
@@ -329,7 +335,7 @@ def test_threshold_only_against_summary_baseline(head_tpot, verdict):
 def test_tails_and_ratios_without_samples_warn_at_most_in_measured_runs():
     base = extra({"tpot_ms": [10.0, 10.1, 9.9]}, itl_ms_p95=10.0, ape_tpot=100.0)
     head = extra({"tpot_ms": [10.0, 10.1, 9.9]}, itl_ms_p95=30.0, ape_tpot=50.0)
-    result = gate.compare_benchmark(bench(extra_info=base), bench(extra_info=head), CFG)
+    result = gate_decision.compare_benchmark(bench(extra_info=base), bench(extra_info=head), CFG)
     by = {m.metric: m for m in result.metrics}
     assert by["itl_ms_p95"].method == "summary" and by["itl_ms_p95"].verdict == WARN
     assert by["ape_tpot"].verdict == WARN
@@ -339,7 +345,7 @@ def test_tails_and_ratios_without_samples_warn_at_most_in_measured_runs():
 def test_metric_on_one_side_only_is_skipped_and_null_on_both_is_left_out():
     base = extra({"tpot_ms": [10.0, 10.1, 9.9, 10.0]}, energy_j=5.0)
     head = extra({"tpot_ms": [10.0, 10.1, 9.9, 10.0]})
-    result = gate.compare_benchmark(bench(extra_info=base), bench(extra_info=head), CFG)
+    result = gate_decision.compare_benchmark(bench(extra_info=base), bench(extra_info=head), CFG)
     by = {m.metric: m for m in result.metrics}
     assert by["energy_j"].verdict == SKIPPED
     assert "ttft_ms" not in by
@@ -360,20 +366,20 @@ def slow_pair(throttled: int = 0, memory_growth: int = 0):
     ("tpot_ms", WARN), ("tpot_ms@test_generate*", WARN), ("tpot_ms@*deployment.py::test_gen*", WARN),
     ("tpot_ms@other*", FAIL), ("ttft_ms", FAIL)])
 def test_allowlist(spec, verdict):
-    cfg = gate.load_gate_config(None, [], [spec], False)
-    result = gate.compare_benchmark(*slow_pair(), cfg)
+    cfg = gate_config.load_gate_config(None, [], [spec], False)
+    result = gate_decision.compare_benchmark(*slow_pair(), cfg)
     assert result.verdict == verdict
     if verdict == WARN:
         assert result.metrics[0].reason.startswith("allowlisted")
 
 
 def test_throttling_turns_fail_into_inconclusive_but_not_memory():
-    result = gate.compare_benchmark(*slow_pair(throttled=3), CFG)
+    result = gate_decision.compare_benchmark(*slow_pair(throttled=3), CFG)
     tpot = next(m for m in result.metrics if m.metric == "tpot_ms")
     assert tpot.verdict == INCONCLUSIVE and tpot.reason.startswith("clock throttling in 3 rounds")
     assert result.verdict == INCONCLUSIVE
     # clocks do not change allocations: a memory regression still fails
-    result = gate.compare_benchmark(*slow_pair(throttled=3, memory_growth=GIB), CFG)
+    result = gate_decision.compare_benchmark(*slow_pair(throttled=3, memory_growth=GIB), CFG)
     assert result.verdict == FAIL
 
 
@@ -385,7 +391,7 @@ def test_compare_documents_matching_new_missing_and_exit_codes():
     head_b = bench("test_b", slow_pair()[1]["extra_info"])
     head_b["fullname"] = "moved/test_deployment.py::test_b"  # name fallback
     head = doc(bench("test_a", same), head_b, bench("test_new", same))
-    result = gate.compare_documents([base], head, CFG)
+    result = gate_decision.compare_documents([base], head, CFG)
     by = {b.name: b for b in result.benchmarks}
     assert by["test_a"].verdict == PASS and by["test_b"].verdict == FAIL
     assert by["test_new"].status == "new" and by["test_new"].verdict == PASS
@@ -396,19 +402,19 @@ def test_compare_documents_matching_new_missing_and_exit_codes():
 
 def test_exit_code_strict_for_inconclusive():
     base, head = slow_pair(throttled=2)
-    result = gate.compare_documents([doc(base)], doc(head), CFG)
+    result = gate_decision.compare_documents([doc(base)], doc(head), CFG)
     assert result.verdict == INCONCLUSIVE
     assert result.exit_code(False) == 0 and result.exit_code(True) == 1
 
 
 def test_gpu_mismatch_is_one_line_and_can_be_ignored():
     base, head = doc(bench(), gpu="NVIDIA H100 80GB HBM3"), doc(bench(), gpu="NVIDIA H200")
-    with pytest.raises(gate.GpuMismatchError) as err:
-        gate.compare_documents([base], head, CFG)
+    with pytest.raises(gate_config.GpuMismatchError) as err:
+        gate_decision.compare_documents([base], head, CFG)
     msg = str(err.value)
     assert "\n" not in msg and "NVIDIA H100" in msg and "baselines/h200" in msg and "ignore-gpu" in msg
-    assert gate.compare_documents([base], head, gate.load_gate_config(None, [], [], False, ignore_gpu=True))
-    assert gate.compare_documents([doc(bench(), gpu=None)], head, CFG)  # a CPU baseline has no GPU to clash
+    assert gate_decision.compare_documents([base], head, gate_config.load_gate_config(None, [], [], False, ignore_gpu=True))
+    assert gate_decision.compare_documents([doc(bench(), gpu=None)], head, CFG)  # a CPU baseline has no GPU to clash
 
 
 def test_load_documents_file_folder_and_errors(tmp_path):
@@ -416,25 +422,25 @@ def test_load_documents_file_folder_and_errors(tmp_path):
     store.mkdir(parents=True)
     for i in (1, 2):
         (store / f"000{i}_abc.json").write_text(json.dumps(doc(bench(f"test_{i}"))))
-    docs = gate.load_documents(tmp_path / "baselines" / "h200")
+    docs = gate_baseline.load_documents(tmp_path / "baselines" / "h200")
     assert [d["benchmarks"][0]["name"] for d in docs] == ["test_2"]
-    assert len(gate.load_documents(tmp_path / "baselines", all_runs=True)) == 2
-    assert docs[0][gate.SOURCE_KEY].endswith("0002_abc.json")
+    assert len(gate_baseline.load_documents(tmp_path / "baselines", all_runs=True)) == 2
+    assert docs[0][gate_baseline.SOURCE_KEY].endswith("0002_abc.json")
 
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "wrong.json").write_text(json.dumps({"benchmarks": "nope"}))
     (tmp_path / "empty").mkdir()
     for path, words in ((tmp_path / "absent.json", "no such file"), (tmp_path / "bad.json", "not JSON"),
                         (tmp_path / "wrong.json", "not a pytest-benchmark JSON"), (tmp_path / "empty", "no *.json")):
-        with pytest.raises(gate.BaselineError) as err:
-            gate.load_documents(path)
+        with pytest.raises(gate_config.BaselineError) as err:
+            gate_baseline.load_documents(path)
         assert words in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_storage_path():
-    assert str(gate.storage_path("file://./.benchmarks")) == ".benchmarks"
-    assert str(gate.storage_path("baselines/h200")) == "baselines/h200"
-    assert gate.storage_path("elasticsearch+http://host/") is None
+    assert str(gate_baseline.storage_path("file://./.benchmarks")) == ".benchmarks"
+    assert str(gate_baseline.storage_path("baselines/h200")) == "baselines/h200"
+    assert gate_baseline.storage_path("elasticsearch+http://host/") is None
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -448,7 +454,7 @@ def test_load_gate_config_from_pyproject_and_overrides(tmp_path):
                   "thresholds = {latency = 6.0, tpot_ms = 4.0, energy_j = 10}\n"
                   "alpha = 0.01\nmemory_tolerance_pct = 3.0\nmemory_tolerance_bytes = 1048576\n"
                   "allow = [\"energy_j\"]\n")
-    cfg = gate.load_gate_config(str(py), ["ttft_ms=7.5%", "throughput=9"], ["tpot_ms@*gpt-oss*"], True)
+    cfg = gate_config.load_gate_config(str(py), ["ttft_ms=7.5%", "throughput=9"], ["tpot_ms@*gpt-oss*"], True)
     assert cfg.threshold_pct("tpot_ms") == 4.0          # metric beats its kind
     assert cfg.threshold_pct("itl_ms_p50") == 6.0       # kind from the file
     assert cfg.threshold_pct("ttft_ms") == 7.5          # CLI beats file
@@ -462,14 +468,14 @@ def test_load_gate_config_from_pyproject_and_overrides(tmp_path):
 def test_run_drift_from_pyproject(tmp_path):
     py = tmp_path / "pyproject.toml"
     py.write_text("[tool.moeperf.gate]\nrun_drift_pct = 1.5\n")
-    cfg = gate.load_gate_config(str(py), [], [], False)
+    cfg = gate_config.load_gate_config(str(py), [], [], False)
     assert cfg.single_run_drift_pct["latency"] == 1.5 and cfg.single_run_drift_pct["energy"] == 1.0
     py.write_text("[tool.moeperf.gate]\nrun_drift_pct = {energy = 0.5, latency = 0}\n")
-    cfg = gate.load_gate_config(str(py), [], [], False)
+    cfg = gate_config.load_gate_config(str(py), [], [], False)
     assert cfg.single_run_drift_pct["energy"] == 0.5 and cfg.single_run_drift_pct["latency"] == 0.0
     assert cfg.single_run_drift_pct["throughput"] == 3.5
     py.write_text("[tool.moeperf.gate]\neager_run_drift_pct = 9\n")
-    cfg = gate.load_gate_config(str(py), [], [], False)
+    cfg = gate_config.load_gate_config(str(py), [], [], False)
     assert cfg.eager_run_drift_pct["latency"] == 9.0 and cfg.eager_run_drift_pct["energy"] == 12.0
     assert cfg.single_run_drift_pct["latency"] == 3.5
 
@@ -495,7 +501,7 @@ def test_bad_pyproject_values(tmp_path, body, words):
     py = tmp_path / "pyproject.toml"
     py.write_text(f"[tool.moeperf.gate]\n{body}\n")
     with pytest.raises(ValueError) as err:
-        gate.load_gate_config(str(py), [], [], False)
+        gate_config.load_gate_config(str(py), [], [], False)
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
@@ -505,27 +511,27 @@ def test_bad_pyproject_values(tmp_path, body, words):
 ])
 def test_bad_overrides(overrides, allow, words):
     with pytest.raises(ValueError) as err:
-        gate.load_gate_config(None, overrides, allow, False)
+        gate_config.load_gate_config(None, overrides, allow, False)
     assert words in str(err.value)
 
 
 def test_missing_pyproject_named():
     with pytest.raises(ValueError, match="no such file"):
-        gate.load_gate_config("/nonexistent/pyproject.toml", [], [], False)
+        gate_config.load_gate_config("/nonexistent/pyproject.toml", [], [], False)
 
 
 def test_repo_pyproject_keeps_the_documented_defaults():
     # an entry in the repo's own [tool.moeperf.gate] would silently move every CI verdict away
     # from what docs/gate.md states; a bad entry raises here instead of in the GPU job
-    assert gate.find_pyproject(__file__) == str(Path(__file__).resolve().parents[1] / "pyproject.toml")
-    assert gate.load_gate_config(gate.find_pyproject(__file__)) == CFG
+    assert gate_config.find_pyproject(__file__) == str(Path(__file__).resolve().parents[1] / "pyproject.toml")
+    assert gate_config.load_gate_config(gate_config.find_pyproject(__file__)) == CFG
 
 
 # -- rendering -------------------------------------------------------------------------
 
 def test_renderers():
     base, head = slow_pair()
-    result = gate.compare_documents([doc(base, bench("test_gone"))], doc(head, bench("test_new")), CFG)
+    result = gate_decision.compare_documents([doc(base, bench("test_gone"))], doc(head, bench("test_new")), CFG)
     text = render_text(result)
     assert "FAIL" in text and "tpot_ms" in text and "missing:" in text and "new:" in text
     header = text.splitlines()[2 if result.baseline_sources else 1]
@@ -549,8 +555,8 @@ def test_drift_of_stored_runs_widens_the_detectable_effect():
     # each tight within itself: a head 8% slower than the newest is within that drift
     runs = [_run_doc(normal(s, m, 0.01, 12)) for s, m in ((1, 10.0), (2, 10.6), (3, 10.0))]
     head = _run_doc(normal(9, 10.8, 0.01, 12))
-    single = gate.compare_documents(runs[-1:], head, CFG).benchmarks[0]
-    multi = gate.compare_documents(runs, head, CFG).benchmarks[0]
+    single = gate_decision.compare_documents(runs[-1:], head, CFG).benchmarks[0]
+    multi = gate_decision.compare_documents(runs, head, CFG).benchmarks[0]
     m_single = next(m for m in single.metrics if m.metric == "tpot_ms")
     m_multi = next(m for m in multi.metrics if m.metric == "tpot_ms")
     assert m_single.verdict == INCONCLUSIVE and m_single.drift_pct == 3.5  # the assumed one
@@ -560,9 +566,9 @@ def test_drift_of_stored_runs_widens_the_detectable_effect():
 
 
 def test_drift_pct_needs_two_runs():
-    assert gate.drift_pct([10.0]) is None
-    assert gate.drift_pct([10.0, 10.0]) == 0.0
-    assert abs(gate.drift_pct([9.0, 11.0]) - 100 * (2 ** 0.5) / 10) < 1e-9
+    assert gate_stats.drift_pct([10.0]) is None
+    assert gate_stats.drift_pct([10.0, 10.0]) == 0.0
+    assert abs(gate_stats.drift_pct([9.0, 11.0]) - 100 * (2 ** 0.5) / 10) < 1e-9
 
 
 def test_change_clearly_beyond_threshold_plus_mde_fails_despite_wide_spread():
@@ -577,7 +583,7 @@ def test_change_clearly_beyond_threshold_plus_mde_fails_despite_wide_spread():
 def test_cross_machine_drift_is_at_least_the_rounds_spread():
     # host-bound eager decode, CV ~12%: its median moved by up to 36% between two H200 machines
     base, head = normal(1, 40.0, 0.12, 15), normal(2, 52.0, 0.12, 15)
-    c = gate.compare_metric(schema.METRICS_BY_KEY["tpot_ms"], extra({"tpot_ms": base}), extra({"tpot_ms": head}),
+    c = gate_decision.compare_metric(schema.METRICS_BY_KEY["tpot_ms"], extra({"tpot_ms": base}), extra({"tpot_ms": head}),
                             CFG, cross_machine=True)
     assert c.drift_pct > 6.0 and c.verdict == INCONCLUSIVE and "between machines" in c.reason
 
@@ -592,39 +598,39 @@ def test_baseline_from_another_gpu_assumes_drift_between_machines():
     # another GPU (UUID differs) within the drift measured between H200 machines: INCONCLUSIVE
     base = normal(1, 40.0, 0.01, 12)
     head = normal(2, 43.6, 0.01, 12)
-    quiet = GateConfig(single_run_drift_pct={k: 0.0 for k in gate.DEFAULT_SINGLE_RUN_DRIFT_PCT})
-    same = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-a", head), quiet).benchmarks[0]
-    other = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", head), quiet).benchmarks[0]
+    quiet = GateConfig(single_run_drift_pct={k: 0.0 for k in gate_config.DEFAULT_SINGLE_RUN_DRIFT_PCT})
+    same = gate_decision.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-a", head), quiet).benchmarks[0]
+    other = gate_decision.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", head), quiet).benchmarks[0]
     tp_same = next(m for m in same.metrics if m.metric == "tpot_ms")
     tp_other = next(m for m in other.metrics if m.metric == "tpot_ms")
     assert tp_same.verdict == FAIL and tp_same.drift_pct is None
     assert tp_other.verdict == INCONCLUSIVE and tp_other.drift_pct == 6.0
     assert "between machines" in tp_other.reason
     # a regression far beyond threshold + that detectable effect still FAILs across machines
-    far = gate.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", normal(3, 60.0, 0.01, 12)), quiet)
+    far = gate_decision.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", normal(3, 60.0, 0.01, 12)), quiet)
     assert next(m for m in far.benchmarks[0].metrics if m.metric == "tpot_ms").verdict == FAIL
 
 
 def test_is_cross_machine_needs_both_uuids():
-    assert not gate.is_cross_machine([{"machine_info": {}}], _doc_on("GPU-b", [1.0]))
-    assert not gate.is_cross_machine([_doc_on("GPU-a", [1.0])], {"machine_info": {}})
-    assert gate.is_cross_machine([_doc_on("GPU-a", [1.0])], _doc_on("GPU-b", [1.0]))
+    assert not gate_baseline.is_cross_machine([{"machine_info": {}}], _doc_on("GPU-b", [1.0]))
+    assert not gate_baseline.is_cross_machine([_doc_on("GPU-a", [1.0])], {"machine_info": {}})
+    assert gate_baseline.is_cross_machine([_doc_on("GPU-a", [1.0])], _doc_on("GPU-b", [1.0]))
 
 
 def test_cross_machine_is_decided_per_benchmark_when_cases_name_their_gpu():
     b = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-a"})
     h_same = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-a"})
     h_other = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-b"})
-    assert gate.bench_cross_machine(b, h_same, doc_level=True) is False
-    assert gate.bench_cross_machine(b, h_other, doc_level=False) is True
-    assert gate.bench_cross_machine(bench(), h_other, doc_level=True) is True  # falls back to the documents
+    assert gate_baseline.bench_cross_machine(b, h_same, doc_level=True) is False
+    assert gate_baseline.bench_cross_machine(b, h_other, doc_level=False) is True
+    assert gate_baseline.bench_cross_machine(bench(), h_other, doc_level=True) is True  # falls back to the documents
 
 
 def test_agreeing_stored_runs_do_not_remove_the_drift_between_machines():
     # two stored runs on GPU-a agree to 0.2%; a tight run on GPU-b 9% slower stays INCONCLUSIVE
     runs = [_doc_on("GPU-a", normal(s, m, 0.01, 10)) for s, m in ((1, 10.0), (2, 10.02))]
     head = _doc_on("GPU-b", normal(3, 10.9, 0.01, 10))
-    tp = next(m for m in gate.compare_documents(runs, head, CFG).benchmarks[0].metrics if m.metric == "tpot_ms")
+    tp = next(m for m in gate_decision.compare_documents(runs, head, CFG).benchmarks[0].metrics if m.metric == "tpot_ms")
     assert tp.verdict == INCONCLUSIVE and tp.drift_pct == 6.0
 
 
@@ -633,10 +639,10 @@ def test_pooled_runs_take_measured_scalars_as_the_median_and_memory_from_the_new
     # their median; memory is deterministic and stays the newest run's (the code compared)
     runs = [bench(extra_info=extra({"tpot_ms": [10.0, 10.1]}, ape_tpot=v, peak_allocated_bytes=p))
             for v, p in ((30.0, 1 * GIB), (20.0, 2 * GIB), (29.0, 3 * GIB))]
-    pooled = gate.pool_runs(runs)["extra_info"]
+    pooled = gate_baseline.pool_runs(runs)["extra_info"]
     assert pooled["ape_tpot"] == 29.0
     assert pooled["peak_allocated_bytes"] == 3 * GIB
     assert pooled["samples"]["tpot_ms"] == [10.0, 10.1] * 3
     # a run without the figure is left out of the median, not counted as zero
     runs[1]["extra_info"]["ape_tpot"] = None
-    assert gate.pool_runs(runs)["extra_info"]["ape_tpot"] == 29.5
+    assert gate_baseline.pool_runs(runs)["extra_info"]["ape_tpot"] == 29.5

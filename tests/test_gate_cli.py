@@ -15,7 +15,7 @@ import pytest
 import scipy.stats  # noqa: F401  in-process pytester runs restore sys.modules; C extensions must load once
 
 
-from pytest_moeperf import schema
+from pytest_moeperf.metrics import schema
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "moeperf-gate.yml"
@@ -214,7 +214,7 @@ def test_plain():
 
 FALLBACK_CONFTEST = """
 import pytest
-from pytest_moeperf.gate_pytest import GatePlugin
+from pytest_moeperf.plugin.gate_pytest import GatePlugin
 
 def pytest_addoption(parser):
     for args, kw in ((("--moeperf-gate",), dict(default="auto")),
@@ -244,7 +244,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def _entry_point_loaded() -> bool:
     from importlib.metadata import entry_points
 
-    return any(ep.value == "pytest_moeperf.plugin" for ep in entry_points(group="pytest11"))
+    return any(ep.value == "pytest_moeperf.plugin.plugin" for ep in entry_points(group="pytest11"))
 
 
 def _real_plugin_args() -> list[str]:
@@ -253,7 +253,7 @@ def _real_plugin_args() -> list[str]:
 
     if _entry_point_loaded():
         return []
-    return ["-p", "pytest_moeperf.plugin"] if importlib.util.find_spec("pytest_moeperf.plugin") else []
+    return ["-p", "pytest_moeperf.plugin.plugin"] if importlib.util.find_spec("pytest_moeperf.plugin.plugin") else []
 
 
 @pytest.fixture
@@ -384,7 +384,7 @@ def test_workflow_commands_are_ones_the_cli_and_plugin_accept():
 
     import yaml
 
-    from pytest_moeperf import gate_cli
+    from pytest_moeperf.gate import gate_cli
 
     jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
     assert jobs["gate"]["runs-on"] == ["self-hosted", "gpu"] and "pull_request" in jobs["gate"]["if"]
@@ -397,7 +397,7 @@ def test_workflow_commands_are_ones_the_cli_and_plugin_accept():
         # every stored run pooled, or those since the last change point (docs/history.md)
         assert (args.all_runs or args.baseline_segment == "last-stable") and args.markdown == "$GITHUB_STEP_SUMMARY"
     known = set()
-    for src in ("plugin.py", "multigpu.py"):
+    for src in ("plugin/plugin.py", "parallel/xdist_plugin.py", "parallel/tensor_parallel.py"):
         known |= set(re.findall(r'"(--moeperf-[a-z0-9-]+)"', (REPO / "pytest_moeperf" / src).read_text()))
     runs = _workflow_commands("pytest benchmarks/")
     assert len(runs) >= 3

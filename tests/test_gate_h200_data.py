@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import gate
-from pytest_moeperf.gate import FAIL, GateConfig
+from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.gate import decision as gate_decision
+from pytest_moeperf.gate import verdicts as gate_verdicts
+from pytest_moeperf.gate.verdicts import FAIL
+from pytest_moeperf.gate.config import GateConfig
 
 RUNS = Path(__file__).resolve().parent.parent / "baselines" / "h200-runs" / "2026-11-29b"
 STATIC = Path(__file__).resolve().parent.parent / "baselines" / "h200-static"
@@ -22,11 +25,11 @@ GATED = ("tpot_ms", "itl_ms_p50", "decode_tokens_per_s")
 
 
 def runs(side: str) -> list[dict]:
-    return [gate.load_documents(RUNS / side / f"run{i}.json")[0] for i in range(1, 9)]
+    return [gate_baseline.load_documents(RUNS / side / f"run{i}.json")[0] for i in range(1, 9)]
 
 
 def verdicts(base_docs, head_docs) -> dict[str, str]:
-    result = gate.compare_documents(base_docs, head_docs, CFG)
+    result = gate_decision.compare_documents(base_docs, head_docs, CFG)
     return {m.metric: m.verdict for m in result.benchmarks[0].metrics}
 
 
@@ -37,7 +40,7 @@ def test_ten_percent_decode_slowdown_fails_with_eight_runs_a_side():
 
 
 def test_committed_static_baseline_folder_is_those_eight_runs():
-    stored = gate.load_documents(STATIC, all_runs=True)
+    stored = gate_baseline.load_documents(STATIC, all_runs=True)
     assert len(stored) == 8
     assert verdicts(stored, runs("slow"))["tpot_ms"] == FAIL
 
@@ -58,14 +61,14 @@ def test_the_improvement_direction_never_fails():
 
 def test_a_pass_that_could_not_have_caught_the_slowdown_says_low_power():
     # base run3 was itself 10% slow: one run a side, the +9% slowdown PASSes, and says why it may
-    result = gate.compare_documents([runs("base")[2]], runs("slow")[0], CFG)
-    assert result.verdict == gate.PASS
+    result = gate_decision.compare_documents([runs("base")[2]], runs("slow")[0], CFG)
+    assert result.verdict == gate_verdicts.PASS
     low = {m.metric for _, m in result.underpowered()}
     assert set(GATED) <= low
-    from pytest_moeperf.gate_render import render_markdown, render_text
+    from pytest_moeperf.gate.gate_render import render_markdown, render_text
 
     assert "low power:" in render_text(result) and "low power:" in render_markdown(result)
     assert result.to_json()["underpowered"][0]["mde_pct"] > result.to_json()["underpowered"][0]["threshold_pct"]
     # eight runs a side can gate the decode metrics: none of them is reported as low power
-    pooled = gate.compare_documents(runs("base")[0::2] + runs("base")[1::2], runs("base"), CFG)
+    pooled = gate_decision.compare_documents(runs("base")[0::2] + runs("base")[1::2], runs("base"), CFG)
     assert not set(GATED) & {m.metric for _, m in pooled.underpowered()}

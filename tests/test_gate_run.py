@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import scipy.stats  # noqa: F401  in-process pytester runs restore sys.modules; C extensions must load once
 
-from pytest_moeperf import gate
-from pytest_moeperf.gate_run import GateRun
+from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.gate import config as gate_config
+from pytest_moeperf.gate import verdicts as gate_verdicts
+from pytest_moeperf.gate.gate_run import GateRun
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "baselines" / "h200-static"
@@ -23,7 +25,7 @@ HEAD = ROOT / "baselines" / "h200-runs" / "2026-11-29b" / "slow" / "run1.json"
 
 CONFTEST = f"""
 import json
-from pytest_moeperf import session
+from pytest_moeperf.measure import session
 
 _BENCH = json.load(open({str(HEAD)!r}))["benchmarks"][0]
 _REAL = session.MoeperfSession.measure_case
@@ -65,10 +67,10 @@ def test_xdist_and_plain_runs_get_the_same_verdicts(pytester: pytest.Pytester):
         assert docs[label]["benchmarks"], result.stdout.str()[-3000:]
     assert _verdicts(docs["xdist"]) == _verdicts(docs["plain"])
     # and the same as the CLI's: the committed run against the committed folder
-    cli = GateRun(gate.load_documents(STATIC, all_runs=True), gate.GateConfig()).compare(gate.load_documents(HEAD))
+    cli = GateRun(gate_baseline.load_documents(STATIC, all_runs=True), gate_config.GateConfig()).compare(gate_baseline.load_documents(HEAD))
     assert _verdicts(cli.to_json()) == _verdicts(docs["plain"])
-    assert docs["plain"]["verdict"] != gate.PASS  # one run of the 8 % slower decode: not passed either way
+    assert docs["plain"]["verdict"] != gate_verdicts.PASS  # one run of the 8 % slower decode: not passed either way
     assert (pytester.path / "xdist.merged.json").exists()  # no --benchmark-json: the default merged path
-    from pytest_moeperf import session
+    from pytest_moeperf.measure import session
 
     assert session.MoeperfSession.measure_case.__name__ == "measure_case"  # the replay is gone again

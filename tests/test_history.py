@@ -1,4 +1,4 @@
-"""History: change points over stored runs (pytest_moeperf.history*), the last-stable baseline."""
+"""History: change points over stored runs (pytest_moeperf.history.history*), the last-stable baseline."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf import history as h
-from pytest_moeperf import history_gate, schema
+from pytest_moeperf.history import history as h
+from pytest_moeperf.gate import history_gate
+from pytest_moeperf.metrics import schema
 
 pytest.importorskip("otava.analysis", reason=h.INSTALL_HINT)
 

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf.measure import RoundTiming
-from pytest_moeperf.memory import KvLayout, kv_cache_bytes
-from pytest_moeperf.options import parse_options
-from pytest_moeperf.derived import decode_step_bytes, roofline_fraction
-from pytest_moeperf.stats import ci95_mean, cv, median, percentile
+from pytest_moeperf.measure.measure import RoundTiming
+from pytest_moeperf.measure.memory import KvLayout, kv_cache_bytes
+from pytest_moeperf.plugin.options import parse_options
+from pytest_moeperf.metrics.derived import decode_step_bytes, roofline_fraction
+from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
 
 # -- one round's derived metrics ------------------------------------------------------------
 
@@ -79,7 +79,7 @@ def test_cv_and_interval():
     ("yi-34b", 34.39, 33.93),
 ])
 def test_param_counts(name, total_b, active_b):
-    from pytest_moeperf.presets import count_params
+    from pytest_moeperf.model.presets import count_params
 
     c = count_params(name)
     assert c.total / 1e9 == pytest.approx(total_b, abs=0.01)
@@ -87,7 +87,7 @@ def test_param_counts(name, total_b, active_b):
 
 
 def test_gpt_oss_weights_are_41_83_gb_in_bf16():
-    from pytest_moeperf.presets import count_params
+    from pytest_moeperf.model.presets import count_params
 
     assert 2 * count_params("gpt-oss-20b").total / 1e9 == pytest.approx(41.83, abs=0.01)
 
@@ -105,8 +105,8 @@ def test_gpt_oss_kv_bytes_match_the_h200_cache():
 
 
 def test_kv_layout_from_configs():
-    from pytest_moeperf.memory import kv_layout
-    from pytest_moeperf.presets import get_preset
+    from pytest_moeperf.measure.memory import kv_layout
+    from pytest_moeperf.model.presets import get_preset
 
     assert kv_layout(get_preset("gpt-oss-20b").make_config()) == GPT_OSS_LAYOUT
     qwen = kv_layout(get_preset("qwen3-32b").make_config())
@@ -149,7 +149,7 @@ def test_token_clock_does_one_sync_and_one_clock_read_per_token():
     H200 the event clock cost no measurable time: docs/metrics.md); counted with injected ones."""
     import torch
 
-    from pytest_moeperf.measure import make_token_clock
+    from pytest_moeperf.measure.measure import make_token_clock
 
     calls = []
     ticks = iter(range(1000))
@@ -177,7 +177,7 @@ class _FakeEvent:
 def test_event_clock_stamps_are_round_start_plus_gpu_time():
     import torch
 
-    from pytest_moeperf.measure import make_token_clock
+    from pytest_moeperf.measure.measure import make_token_clock
 
     clock = make_token_clock(None, "event", event_factory=_FakeEvent)
     ids = torch.zeros((2, 8), dtype=torch.long)
@@ -199,7 +199,7 @@ def test_event_clock_stamps_are_round_start_plus_gpu_time():
     ("sync", "cuda", "sync"), ("event", "cuda", "event"),
 ])
 def test_token_clock_kind(setting, device, kind):
-    from pytest_moeperf.measure import token_clock_kind
+    from pytest_moeperf.measure.measure import token_clock_kind
 
     assert token_clock_kind(setting, device) == kind
 
@@ -208,7 +208,7 @@ def test_token_clock_kind(setting, device, kind):
     ("event", "cpu", "needs a CUDA device"), ("events", "cuda", "use one of auto, event, sync"),
 ])
 def test_token_clock_kind_errors(setting, device, words):
-    from pytest_moeperf.measure import token_clock_kind
+    from pytest_moeperf.measure.measure import token_clock_kind
 
     with pytest.raises(ValueError, match=words):
         token_clock_kind(setting, device)
@@ -270,7 +270,7 @@ def test_readme_example_without_pytest_runs():
 def test_results_log_survives_a_torn_line_followed_by_appends(tmp_path):
     import warnings
 
-    from pytest_moeperf.results_log import ResultsLog, read_log
+    from pytest_moeperf.results.results_log import ResultsLog, read_log
 
     path = str(tmp_path / "r.jsonl")
     log = ResultsLog(path, "fp1")
@@ -286,7 +286,7 @@ def test_results_log_survives_a_torn_line_followed_by_appends(tmp_path):
 
 
 def test_resume_and_rebuild_trust_only_the_latest_record_under_the_same_settings(tmp_path):
-    from pytest_moeperf.results_log import ResultsLog, finished_case_ids, read_log, to_benchmark_document
+    from pytest_moeperf.results.results_log import ResultsLog, finished_case_ids, read_log, to_benchmark_document
 
     path = str(tmp_path / "r.jsonl")
     old, new = ResultsLog(path, "old"), ResultsLog(path, "new")

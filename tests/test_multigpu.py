@@ -1,4 +1,4 @@
-"""pytest_moeperf.multigpu: worker-to-GPU assignment, the merge of the workers' logs, the TP sums,
+"""pytest_moeperf.parallel (assign, xdist_plugin, tensor_parallel): worker-to-GPU assignment, the merge of the workers' logs, the TP sums,
 and one real pytest-xdist run (-n 2) on the CPU presets whose merged JSON the gate and the report read."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import multigpu as mg
-from pytest_moeperf import schema
+from pytest_moeperf.parallel import assign as gpu_assign
+from pytest_moeperf.parallel import tensor_parallel
+from pytest_moeperf.metrics import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 GPUS = [{"index": i, "uuid": f"GPU-{i}aaa", "name": "NVIDIA H200"} for i in range(4)]
@@ -20,59 +21,59 @@ GPUS = [{"index": i, "uuid": f"GPU-{i}aaa", "name": "NVIDIA H200"} for i in rang
 # --- assignment (pure) ------------------------------------------------------------------------
 
 def test_worker_n_gets_gpu_n():
-    assert [mg.assign_gpu(f"gw{n}", GPUS)["index"] for n in range(4)] == [0, 1, 2, 3]
-    assert mg.assign_gpu("gw1", GPUS)["uuid"] == "GPU-1aaa"
+    assert [gpu_assign.assign_gpu(f"gw{n}", GPUS)["index"] for n in range(4)] == [0, 1, 2, 3]
+    assert gpu_assign.assign_gpu("gw1", GPUS)["uuid"] == "GPU-1aaa"
 
 
 def test_replacement_worker_gets_a_free_gpu_and_none_when_all_held():
-    assert mg.assign_gpu("gw4", GPUS, busy={0, 2, 3})["index"] == 1  # gw1 crashed, gw4 replaces it
-    assert mg.assign_gpu("gw0", GPUS, busy={0})["index"] == 1
+    assert gpu_assign.assign_gpu("gw4", GPUS, busy={0, 2, 3})["index"] == 1  # gw1 crashed, gw4 replaces it
+    assert gpu_assign.assign_gpu("gw0", GPUS, busy={0})["index"] == 1
     with pytest.raises(ValueError, match="every GPU"):
-        mg.assign_gpu("gw4", GPUS, busy={0, 1, 2, 3})
+        gpu_assign.assign_gpu("gw4", GPUS, busy={0, 1, 2, 3})
 
 
 def test_no_gpus_means_no_assignment():
-    assert mg.assign_gpu("gw0", []) is None
-    mg.check_worker_count(8, [])  # CPU: any number of workers
+    assert gpu_assign.assign_gpu("gw0", []) is None
+    gpu_assign.check_worker_count(8, [])  # CPU: any number of workers
 
 
 def test_more_workers_than_gpus_is_one_line():
-    mg.check_worker_count(4, GPUS)
+    gpu_assign.check_worker_count(4, GPUS)
     with pytest.raises(ValueError) as exc:
-        mg.check_worker_count(5, GPUS)
+        gpu_assign.check_worker_count(5, GPUS)
     msg = str(exc.value)
     assert "\n" not in msg and "5 workers but 4 GPU(s)" in msg and "-n 4" in msg
 
 
 def test_worker_number_and_log_paths():
-    assert mg.worker_number("gw12") == 12
+    assert gpu_assign.worker_number("gw12") == 12
     with pytest.raises(ValueError):
-        mg.worker_number("master")
-    assert mg.worker_log_path(".moeperf/results.jsonl", "gw3") == ".moeperf/results.gw3.jsonl"
-    assert mg.worker_log_path("log", "gw0") == "log.gw0.jsonl"
-    assert mg.merged_default_path("/a/r.jsonl") == "/a/r.merged.json"
+        gpu_assign.worker_number("master")
+    assert gpu_assign.worker_log_path(".moeperf/results.jsonl", "gw3") == ".moeperf/results.gw3.jsonl"
+    assert gpu_assign.worker_log_path("log", "gw0") == "log.gw0.jsonl"
+    assert gpu_assign.merged_default_path("/a/r.jsonl") == "/a/r.merged.json"
 
 
 def test_gpu_list_option_and_selection():
-    assert mg.parse_gpu_list(None) is None
-    assert mg.parse_gpu_list("2, 0") == [2, 0]
+    assert gpu_assign.parse_gpu_list(None) is None
+    assert gpu_assign.parse_gpu_list("2, 0") == [2, 0]
     for bad in ("a", "0,0", "1,-1"):
         with pytest.raises(ValueError, match="--moeperf-gpus"):
-            mg.parse_gpu_list(bad)
-    assert [g["index"] for g in mg.select_gpus(GPUS, [3, 1])] == [3, 1]
+            gpu_assign.parse_gpu_list(bad)
+    assert [g["index"] for g in gpu_assign.select_gpus(GPUS, [3, 1])] == [3, 1]
     with pytest.raises(ValueError, match="no GPU 7"):
-        mg.select_gpus(GPUS, [7])
-    assert mg.select_gpus(None, [0, 1])[1] == {"index": 1, "uuid": None, "name": None}  # no NVML: as given
-    assert [g["index"] for g in mg.select_gpus(GPUS, None, "2,3")] == [2, 3]
-    assert [g["index"] for g in mg.select_gpus(GPUS, None, "GPU-3aaa,GPU-0")] == [3, 0]
-    assert [g["index"] for g in mg.select_gpus(GPUS, None, "")] == [0, 1, 2, 3]
-    assert mg.select_gpus(None, None, "0,1") == []
+        gpu_assign.select_gpus(GPUS, [7])
+    assert gpu_assign.select_gpus(None, [0, 1])[1] == {"index": 1, "uuid": None, "name": None}  # no NVML: as given
+    assert [g["index"] for g in gpu_assign.select_gpus(GPUS, None, "2,3")] == [2, 3]
+    assert [g["index"] for g in gpu_assign.select_gpus(GPUS, None, "GPU-3aaa,GPU-0")] == [3, 0]
+    assert [g["index"] for g in gpu_assign.select_gpus(GPUS, None, "")] == [0, 1, 2, 3]
+    assert gpu_assign.select_gpus(None, None, "0,1") == []
 
 
 # --- stats and merge (pure) ---------------------------------------------------------------------
 
 def test_stats_dict_has_pytest_benchmark_fields():
-    s = mg.stats_dict([0.3, 0.1, 0.2, 0.4])
+    s = gpu_assign.stats_dict([0.3, 0.1, 0.2, 0.4])
     for key in ("min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1", "q3", "iqr_outliers",
                 "stddev_outliers", "outliers", "ld15iqr", "hd15iqr", "ops", "total", "data", "iterations"):
         assert key in s, key
@@ -84,7 +85,7 @@ def _case(name, worker, index, rounds=(0.1, 0.2)):
     return {"type": "case", "benchmark": {
         "name": f"test_generate[{name}]", "fullname": f"benchmarks/test_deployment.py::test_generate[{name}]",
         "group": None, "params": {"moeperf_case": name}, "param": name, "options": {},
-        "stats": mg.stats_dict(list(rounds)),
+        "stats": gpu_assign.stats_dict(list(rounds)),
         "extra_info": {"model": name.split("-c")[0], "ttft_ms": 1.0,
                        "gpu": {"worker": worker, "index": index, "uuid": f"GPU-{index}aaa", "name": "NVIDIA H200"}}}}
 
@@ -99,7 +100,7 @@ def test_merge_keeps_every_case_with_its_gpu_and_lists_all_gpus():
     records = {"gw1": [_session(1), _case("qwen3-32b-c128-n64", "gw1", 1)],
                "gw0": [_session(0), _case("gpt-oss-20b-c128-n64", "gw0", 0), _case("gpt-oss-20b-c512-n64", "gw0", 0),
                        {"type": "failed", "fullname": "x", "case": "gpt-oss-20b-c2048-n64", "error": "CUDA out of memory"}]}
-    doc = mg.merge_worker_records(records, {"node": "host", "moeperf_version": "0.1.0"}, {"id": "abc"})
+    doc = gpu_assign.merge_worker_records(records, {"node": "host", "moeperf_version": "0.1.0"}, {"id": "abc"})
     names = [b["name"] for b in doc["benchmarks"]]
     assert sorted(names) == sorted(["test_generate[gpt-oss-20b-c128-n64]", "test_generate[gpt-oss-20b-c512-n64]",
                                     "test_generate[qwen3-32b-c128-n64]"])
@@ -115,7 +116,7 @@ def test_merge_keeps_every_case_with_its_gpu_and_lists_all_gpus():
     assert doc["commit_info"] == {"id": "abc"}
     assert doc["moeperf_failed"] == [{"worker": "gw0", "fullname": "x", "case": "gpt-oss-20b-c2048-n64",
                                       "error": "CUDA out of memory"}]
-    from pytest_moeperf.gate import validate_document
+    from pytest_moeperf.gate.baseline import validate_document
 
     validate_document(doc, "merged")
 
@@ -128,18 +129,18 @@ def test_merge_drops_the_xdist_group_suffix_that_pytest_benchmark_5_2_keeps():
     case["benchmark"]["fullname"] = plain + "@moeperf-gpt-oss-20b"
     failed = {"type": "failed", "fullname": "benchmarks/t.py::test_generate[x]@moeperf-gpt-oss-20b", "case": "x",
               "error": "e"}
-    doc = mg.merge_worker_records({"gw0": [_session(0), case, failed]}, {}, {})
+    doc = gpu_assign.merge_worker_records({"gw0": [_session(0), case, failed]}, {}, {})
     assert [b["fullname"] for b in doc["benchmarks"]] == [plain]
     assert doc["moeperf_failed"][0]["fullname"] == "benchmarks/t.py::test_generate[x]"
     # only the plugin's own groups: an '@' that is part of a parameter id stays
-    assert mg.without_xdist_group("t.py::test[a@b]") == "t.py::test[a@b]"
+    assert gpu_assign.without_xdist_group("t.py::test[a@b]") == "t.py::test[a@b]"
 
 
 def test_merge_newest_record_wins_and_cpu_cases_get_worker_identity():
     old = _case("tiny-moe-c64-n4", "gw0", 0, rounds=(9.0, 9.0))
     new = _case("tiny-moe-c64-n4", "gw0", 0, rounds=(0.1, 0.1))
     cpu = {"type": "case", "benchmark": {**_case("tiny-dense-c64-n4", "x", 0)["benchmark"], "extra_info": {}}}
-    doc = mg.merge_worker_records({"gw0": [old, new], "gw1": [cpu]})
+    doc = gpu_assign.merge_worker_records({"gw0": [old, new], "gw1": [cpu]})
     by = {b["name"]: b for b in doc["benchmarks"]}
     assert by["test_generate[tiny-moe-c64-n4]"]["stats"]["max"] == 0.1
     assert by["test_generate[tiny-dense-c64-n4]"]["extra_info"]["gpu"] == {"worker": "gw1", "index": None,
@@ -152,9 +153,9 @@ def test_read_records_from_offset_skips_earlier_runs_and_torn_line(tmp_path):
     offset = log.stat().st_size
     with log.open("a") as fh:
         fh.write(json.dumps({"type": "case", "run": 2}) + "\n" + '{"type": "ca')
-    assert [r["run"] for r in mg.read_records(str(log), offset)] == [2]
-    assert len(mg.read_records(str(log))) == 2
-    assert mg.read_records(str(tmp_path / "missing.jsonl")) == []
+    assert [r["run"] for r in gpu_assign.read_records(str(log), offset)] == [2]
+    assert len(gpu_assign.read_records(str(log))) == 2
+    assert gpu_assign.read_records(str(tmp_path / "missing.jsonl")) == []
 
 
 # --- tensor parallelism: sums and rank-0 report (pure) --------------------------------------------
@@ -166,7 +167,7 @@ def _rank(rank, peak, energy):
 
 
 def test_combine_ranks_sums_and_keeps_per_gpu():
-    c = mg.combine_ranks([_rank(1, 300, 200.0), _rank(0, 200, 100.0)])
+    c = tensor_parallel.combine_ranks([_rank(1, 300, 200.0), _rank(0, 200, 100.0)])
     assert c["tp_size"] == 2 and c["weights_bytes"] == 200
     assert c["peak_allocated_bytes"] == 500 and c["peak_reserved_bytes"] == 520
     assert c["energy_total_j"] == 300.0 and c["energy_unavailable"] is None
@@ -174,32 +175,32 @@ def test_combine_ranks_sums_and_keeps_per_gpu():
 
 
 def test_combine_ranks_refuses_a_partial_energy_sum():
-    c = mg.combine_ranks([_rank(0, 200, 100.0), _rank(1, 300, None)])
+    c = tensor_parallel.combine_ranks([_rank(0, 200, 100.0), _rank(1, 300, None)])
     assert c["energy_total_j"] is None and "rank 1: NVML init failed" in c["energy_unavailable"]
 
 
 def test_rank0_extra_info_and_document():
-    from pytest_moeperf.cases import Case
-    from pytest_moeperf.gate import validate_document
+    from pytest_moeperf.model.cases import Case
+    from pytest_moeperf.gate.baseline import validate_document
 
     info = {"model": "gpt-oss-120b", "params_active": 5_130_000_000, "decode_tokens_per_s": 100.0,
             "peak_allocated_bytes": 1, "samples": {"ttft_ms": [1.0, 2.0]}, "energy_j": None}
-    combined = mg.combine_ranks([_rank(0, 40e9, 300.0), _rank(1, 40e9, 300.0)])
-    extra = mg.tp_extra_info(info, combined, measured_rounds=10, tokens=640)
+    combined = tensor_parallel.combine_ranks([_rank(0, 40e9, 300.0), _rank(1, 40e9, 300.0)])
+    extra = tensor_parallel.tp_extra_info(info, combined, measured_rounds=10, tokens=640)
     assert extra["peak_allocated_bytes"] == 80e9 and extra["tp_size"] == 2 and len(extra["per_gpu"]) == 2
     assert extra["energy_j"] == pytest.approx(60.0)  # 600 J over 10 rounds
     assert extra["tokens_per_j"] == pytest.approx(640 / 600)
     assert extra["j_per_1k_tokens"] == pytest.approx(1000 * 600 / 640)
     assert extra["tokens_per_s_per_gb"] == pytest.approx(100.0 / 80.0)
     assert extra["samples"]["energy_j"] == [pytest.approx(60.0)] and extra["samples"]["ttft_ms"] == [1.0, 2.0]
-    bench = mg.tp_benchmark(Case("gpt-oss-120b", 128, 64), extra, [0.5, 0.6], 2)
+    bench = tensor_parallel.tp_benchmark(Case("gpt-oss-120b", 128, 64), extra, [0.5, 0.6], 2)
     assert bench["name"] == "test_generate[gpt-oss-120b-c128-n64-tp2]"
     assert bench["fullname"].endswith("[gpt-oss-120b-c128-n64-tp2]") and bench["stats"]["rounds"] == 2
-    validate_document(mg.rank0_document([bench], {"tp_size": 2}), "tp")
+    validate_document(tensor_parallel.rank0_document([bench], {"tp_size": 2}), "tp")
 
 
 def test_gpt_oss_120b_preset_is_the_published_architecture():
-    from pytest_moeperf.presets import count_params, get_preset
+    from pytest_moeperf.model.presets import count_params, get_preset
 
     cfg = dict(get_preset("gpt-oss-120b").config_kwargs)
     assert (cfg["num_hidden_layers"], cfg["num_local_experts"], cfg["num_experts_per_tok"]) == (36, 128, 4)
@@ -285,12 +286,12 @@ def test_moe_presets_shard_their_experts_and_dense_ones_use_their_tp_plan():
     # chosen by what each plan shards, for the installed transformers: GptOss has no TP plan in
     # 5.17 and one that shards only the embedding in 5.24; tp_plan="auto" alone would replicate
     # every expert on every GPU (gpt-oss-120b: 234 GB per H200, which does not fit)
-    from pytest_moeperf.presets import get_preset
+    from pytest_moeperf.model.presets import get_preset
 
-    assert mg.uses_expert_parallel(get_preset("gpt-oss-120b").make_config())
-    assert mg.uses_expert_parallel(get_preset("tiny-moe").make_config())
+    assert tensor_parallel.uses_expert_parallel(get_preset("gpt-oss-120b").make_config())
+    assert tensor_parallel.uses_expert_parallel(get_preset("tiny-moe").make_config())
     for dense in ("qwen3-32b", "yi-34b", "tiny-dense"):
-        assert not mg.uses_expert_parallel(get_preset(dense).make_config())
+        assert not tensor_parallel.uses_expert_parallel(get_preset(dense).make_config())
 
 
 @pytest.mark.parametrize("ep, tp, expected", [
@@ -305,13 +306,13 @@ def test_expert_parallel_is_chosen_by_what_the_plans_shard(ep, tp, expected):
         base_model_ep_plan = ep
         base_model_tp_plan = tp
 
-    assert mg.uses_expert_parallel(Config()) is expected
+    assert tensor_parallel.uses_expert_parallel(Config()) is expected
 
 
 TP_SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 dist.init_process_group("gloo")
-from pytest_moeperf.multigpu import load_tp_model, uses_expert_parallel
+from pytest_moeperf.parallel.tensor_parallel import load_tp_model, uses_expert_parallel
 out = open(f"rank{dist.get_rank()}.jsonl", "w")  # one file a rank: their stdout lines interleave
 for name in sys.argv[1:]:
     loaded = load_tp_model(name, "fp32", None, dist.get_world_size(), "cpu")

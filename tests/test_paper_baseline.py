@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf.cases import TEST_NODE
-from pytest_moeperf.schema import CASE_METRICS, REQUIRED_KEYS
+from pytest_moeperf.model.cases import TEST_NODE
+from pytest_moeperf.metrics.schema import CASE_METRICS, REQUIRED_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "make_paper_baseline.py"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import schema
-from pytest_moeperf.results_log import read_log, to_benchmark_document
+from pytest_moeperf.metrics import schema
+from pytest_moeperf.results.results_log import read_log, to_benchmark_document
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TEXT = (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8")
@@ -127,7 +127,7 @@ def test_results_command_lists_cases_and_writes_benchmark_document(default_run, 
     assert "test_generate[tiny-dense-c64-n4]" in proc.stdout
     assert "2 finished, 0 failed" in proc.stdout
     doc = json.loads(out_json.read_text())
-    from pytest_moeperf.gate import validate_document
+    from pytest_moeperf.gate.baseline import validate_document
 
     validate_document(doc, str(out_json))  # the gate reads it like any pytest-benchmark run
     ran = json.loads(default_run["json"].read_text())
@@ -233,7 +233,7 @@ def test_crash_after_first_case_keeps_it_in_the_log(pytester):
 
 def test_modify_cases_and_case_failed_hooks(pytester):
     pytester.makeconftest("""
-        from pytest_moeperf import measure
+        from pytest_moeperf.measure import measure
 
         _prime = measure.CaseRunner.prime
 
@@ -276,7 +276,7 @@ def test_loading_the_plugin_imports_no_torch_transformers_or_pynvml(tmp_path):
         probe = Probe()
         rc = pytest.main(["--co", "-q", "-p", "no:cacheprovider", {str(empty)!r}], plugins=[probe])
         print(json.dumps({{"rc": int(rc), "state": probe.state, "gate": probe.gate,
-                          "plugin": "pytest_moeperf.plugin" in sys.modules,
+                          "plugin": "pytest_moeperf.plugin.plugin" in sys.modules,
                           "heavy": [m for m in ("torch", "transformers", "pynvml", "scipy", "httpx") if m in sys.modules]}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True, text=True, timeout=120,

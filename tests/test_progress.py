@@ -1,4 +1,4 @@
-"""The progress interface (pytest_moeperf.progress) and its terminal-reporter implementation.
+"""The progress interface (pytest_moeperf.measure.progress) and its terminal-reporter implementation.
 
 The lines of a real benchmark run are checked in test_plugin_e2e.py
 (test_default_run_shows_progress_between_phases); here: the estimator with an injected clock,
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_moeperf.progress import (NULL_PROGRESS, EtaEstimator, NullProgress, Progress, format_bytes,
+from pytest_moeperf.measure.progress import (NULL_PROGRESS, EtaEstimator, NullProgress, Progress, format_bytes,
                                      format_seconds)
-from pytest_moeperf.progress_pytest import TerminalProgress
+from pytest_moeperf.plugin.progress_pytest import TerminalProgress
 
 
 class FakeClock:

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import derived, report
-from pytest_moeperf.cases import Case
-from pytest_moeperf.schema import METRICS, REQUIRED_KEYS
+from pytest_moeperf.metrics import derived
+from pytest_moeperf.report import cli as report_cli
+from pytest_moeperf.report import report_format
+from pytest_moeperf.report import rows as report_rows
+from pytest_moeperf.report import tables as report_tables
+from pytest_moeperf.model.cases import Case
+from pytest_moeperf.metrics.schema import METRICS, REQUIRED_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_BASELINE = ROOT / "baselines" / "h100" / "paper-h100.json"
@@ -99,12 +103,12 @@ def _write(path: Path, doc) -> Path:
 
 def _run(results: Path, out: Path, against: Path | None = None) -> str:
     args = argparse.Namespace(results=str(results), against=str(against) if against else None, output=str(out))
-    assert report.run(args) == 0
+    assert report_cli.run(args) == 0
     return (out / "report.md").read_text(encoding="utf-8")
 
 
 def _assert_plots(out: Path) -> None:
-    for name in report.PLOT_FILES:
+    for name in report_tables.PLOT_FILES:
         data = (out / name).read_bytes()
         assert len(data) > 1000, name
         assert data.startswith(PNG_SIGNATURE), name
@@ -204,7 +208,7 @@ def test_full_run_with_against(tmp_path):
     assert set(_column(t1, "Decode Δ %")) == {"-20.0"}
     # no table is wider than report_format.MAX_COLUMNS: Table 1 was 18 columns before issue 19
     widths = [line.count(" | ") + 1 for line in md.splitlines() if line.startswith("| ")]
-    assert max(widths) <= report.MAX_COLUMNS
+    assert max(widths) <= report_format.MAX_COLUMNS
     t6 = _table_lines(md, "### Table 6")
     assert "J/1k tokens baseline" in "".join(t6) and "tokens/J Δ %" in "".join(t6)
     # ablations: decoding, precision (failed, one-line error), serving stack; batch in "Other cases"
@@ -302,10 +306,10 @@ def test_axes_come_from_extra_info_not_from_the_id(tmp_path):
     for b in doc["benchmarks"]:  # an id that says one thing, extra_info another: extra_info wins
         b["param"] = b["name"] = "renamed-c9-n9-fp32-static"
         b["fullname"] = f"t::{b['fullname']}"
-    rows = report.load_results(_write(tmp_path / "r.json", doc)).rows
+    rows = report_rows.load_results(_write(tmp_path / "r.json", doc)).rows
     assert {(r.model, r.context, r.new_tokens) for r in rows} == {(m, c, 16) for m in MODELS for c in (64, 128)}
     assert all(r.core and r.axes["dtype"] == "bf16" for r in rows)
     for b in doc["benchmarks"]:
         b["extra_info"] = {"ttft_ms": 1.0}  # no axes at all: shown under its id, never guessed from it
-    row = report.load_results(_write(tmp_path / "r.json", doc)).rows[0]
+    row = report_rows.load_results(_write(tmp_path / "r.json", doc)).rows[0]
     assert (row.model, row.context, row.axes) == ("renamed-c9-n9-fp32-static", None, {})

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import report
-from pytest_moeperf.report_html import render_html
+from pytest_moeperf.report import cli as report_cli
+from pytest_moeperf.report import tables as report_tables
+from pytest_moeperf.report.report_html import render_html
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "baselines" / "h200" / "Linux-CPython-3.12-64bit" / "0001_core-matrix.json"
@@ -30,7 +31,7 @@ BLUE = (0x1F, 0x77, 0xB4)  # the first series' colour in report_plots.PALETTE
 def report_dir(tmp_path_factory):
     """The committed H200 core matrix against the paper: real samples, bands, a baseline."""
     out = tmp_path_factory.mktemp("html")
-    assert report.run(argparse.Namespace(results=str(CORE), against=str(PAPER), output=str(out))) == 0
+    assert report_cli.run(argparse.Namespace(results=str(CORE), against=str(PAPER), output=str(out))) == 0
     return out
 
 
@@ -44,7 +45,7 @@ def test_html_is_self_contained_with_every_table_and_plot(report_dir):
     assert page.count("<table>") == _markdown_tables(md) > 15
     sources = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)
     files = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(sources) == len(files) == len(report.PLOT_FILES)
+    assert len(sources) == len(files) == len(report_tables.PLOT_FILES)
     for src, name in zip(sources, files):
         assert src.startswith("data:image/png;base64,"), name
         assert base64.b64decode(src.split(",", 1)[1]) == (report_dir / name).read_bytes(), name
@@ -106,7 +107,7 @@ def test_chromium_renders_every_table_and_plot(report_dir, tmp_path):
     body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
     attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body))
     assert int(attrs["tables"]) == _markdown_tables(md)
-    assert int(attrs["decoded"]) == len(report.PLOT_FILES)  # every plot decoded with a real size
+    assert int(attrs["decoded"]) == len(report_tables.PLOT_FILES)  # every plot decoded with a real size
     height = int(attrs["height"])
     assert height > 3000
 

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf.report import Report, load_results
-from pytest_moeperf.report_format import pack_groups, without_unit
-from pytest_moeperf.report_plots import BAND, PLOTS, colors, samples_of, spread
-from pytest_moeperf.stats import median, median_ci95, percentile
+from pytest_moeperf.report.tables import Report
+from pytest_moeperf.report.rows import load_results
+from pytest_moeperf.report.report_format import pack_groups, without_unit
+from pytest_moeperf.report.report_plots import BAND, PLOTS, colors, samples_of, spread
+from pytest_moeperf.metrics.stats import median, median_ci95, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "baselines" / "h200" / "Linux-CPython-3.12-64bit" / "0001_core-matrix.json"

@@ -10,7 +10,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_moeperf import derived, gate, report, schema, summary
+from pytest_moeperf.metrics import derived
+from pytest_moeperf.gate import config as gate_config
+from pytest_moeperf.report import columns as report_columns
+from pytest_moeperf.metrics import schema
+from pytest_moeperf.results import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = set(schema.METRICS_BY_KEY)
@@ -19,7 +23,7 @@ KEYS = set(schema.METRICS_BY_KEY)
 def test_docs_registry_table_is_the_registry():
     text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
     start, end = text.index(schema.DOCS_BEGIN), text.index(schema.DOCS_END) + len(schema.DOCS_END)
-    assert text[start:end] == schema.registry_markdown(), "run: python -m pytest_moeperf.schema"
+    assert text[start:end] == schema.registry_markdown(), "run: python -m pytest_moeperf.metrics.schema"
 
 
 def _doc_rows(path: Path) -> dict[str, str]:
@@ -45,7 +49,7 @@ def test_docs_metric_rows_state_the_registry_unit():
 
 
 def test_gate_defaults_and_docs_gate_table_follow_the_registry():
-    cfg = gate.GateConfig()
+    cfg = gate_config.GateConfig()
     assert cfg.thresholds_pct == {m.key: m.threshold_pct for m in schema.METRICS}
     text = (ROOT / "docs" / "gate.md").read_text(encoding="utf-8")
     table = text[text.index("## Default thresholds and why"):].split("\n\n")[1]  # the table's lines
@@ -63,7 +67,7 @@ def test_gate_defaults_and_docs_gate_table_follow_the_registry():
 def test_kind_threshold_in_pyproject_moves_every_metric_of_that_kind_but_not_a_metric_set_itself(tmp_path):
     py = tmp_path / "pyproject.toml"
     py.write_text("[tool.moeperf.gate]\nthresholds = {latency = 5.0, ttft_ms_p95 = 12}\n")
-    cfg = gate.load_gate_config(str(py))
+    cfg = gate_config.load_gate_config(str(py))
     for m in schema.METRICS:
         want = 12.0 if m.key == "ttft_ms_p95" else 5.0 if m.kind == "latency" else m.threshold_pct
         assert cfg.threshold_pct(m.key) == want, m.key
@@ -73,13 +77,13 @@ def test_summary_and_report_headers_come_from_the_registry():
     for header, key, _, fmt in summary.COLUMNS:
         if key in KEYS:
             assert (header, fmt) == schema.METRICS_BY_KEY[key].term[0::2]
-    for name, col in report.COL.items():
+    for name, col in report_columns.COL.items():
         if name != "peak_gb":  # bytes shown in GB: the one column with its own scale
             assert any(col.header == m.header and col.short == m.short for m in schema.METRICS), col.header
 
 
 def test_ungated_metrics_are_the_registry_s():
-    assert gate.UNGATED_MEMORY_METRICS == {m.key for m in schema.METRICS if not m.gated} == {"peak_rss_bytes"}
+    assert gate_config.UNGATED_MEMORY_METRICS == {m.key for m in schema.METRICS if not m.gated} == {"peak_rss_bytes"}
 
 
 pos = st.floats(1e-3, 1e6, allow_nan=False)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf import schema
-from pytest_moeperf.results_log import read_log
+from pytest_moeperf.metrics import schema
+from pytest_moeperf.results.results_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TEXT = (ROOT / "benchmarks" / "test_serving.py").read_text(encoding="utf-8")
@@ -85,7 +85,7 @@ BAD = [
 
 @pytest.mark.parametrize("args,msg", BAD)
 def test_bad_serving_option_is_one_line(args, msg):
-    from pytest_moeperf.options import parse_options
+    from pytest_moeperf.plugin.options import parse_options
     from pytest_moeperf.serving.options import parse_serving_options
 
     raw = dict(zip(["moeperf_" + a[10:].replace("-", "_") for a in args[::2]], args[1::2]))
@@ -106,28 +106,30 @@ def test_bad_input_exits_4_with_one_line(tmp_path):
 
 
 def test_gate_compares_serving_points_on_their_request_samples(serving_run):
-    from pytest_moeperf import gate
+    from pytest_moeperf.gate import config as gate_config
+    from pytest_moeperf.gate import decision as gate_decision
+    from pytest_moeperf.gate import verdicts as gate_verdicts
 
     d, proc = serving_run
     assert proc.returncode == 0
     doc = json.loads((d / "b.json").read_text())
-    result = gate.compare_documents([doc], doc, gate.load_gate_config(None))
+    result = gate_decision.compare_documents([doc], doc, gate_config.load_gate_config(None))
     assert len(result.benchmarks) == 2 and not result.missing
     for b in result.benchmarks:
-        assert b.status == "compared" and b.verdict == gate.PASS  # the same run on both sides
+        assert b.status == "compared" and b.verdict == gate_verdicts.PASS  # the same run on both sides
         by_key = {m.metric: m for m in b.metrics}
-        assert by_key["req_ttft_ms_p50"].method == gate.METHOD_MWU  # per-request samples: the rank test
-        assert by_key["output_tokens_per_s"].method == gate.METHOD_SUMMARY
+        assert by_key["req_ttft_ms_p50"].method == gate_verdicts.METHOD_MWU  # per-request samples: the rank test
+        assert by_key["output_tokens_per_s"].method == gate_verdicts.METHOD_SUMMARY
         assert "ttft_ms" not in by_key  # single-request metrics are not looked for here
 
 
 def test_report_draws_the_serving_plots(serving_run, tmp_path):
     import argparse
 
-    from pytest_moeperf import report
+    from pytest_moeperf.report import cli as report_cli
 
     d, _ = serving_run
-    assert report.run(argparse.Namespace(results=str(d / "b.json"), against=None, output=str(tmp_path))) == 0
+    assert report_cli.run(argparse.Namespace(results=str(d / "b.json"), against=None, output=str(tmp_path))) == 0
     md = (tmp_path / "report.md").read_text()
     assert "## Serving under load" in md and "### Knees" in md and "advantage vanishes" in md
     assert "tiny-dense | cc2" in md and "no open-loop" not in md

@@ -21,7 +21,7 @@ CPU_ENGINE = EngineOptions(block_size=32, num_blocks=128, max_batch_tokens=256)
 
 @pytest.fixture(scope="module")
 def tiny_moe():
-    from pytest_moeperf.loading import load_model
+    from pytest_moeperf.model.loading import load_model
 
     return load_model("tiny-moe", device="cpu", dtype="bf16")
 
@@ -98,8 +98,8 @@ def test_gpu_sizing_caps_the_kv_cache(monkeypatch):
 
     import torch
 
-    from pytest_moeperf.options import parse_options
-    from pytest_moeperf.presets import get_preset
+    from pytest_moeperf.plugin.options import parse_options
+    from pytest_moeperf.model.presets import get_preset
     from pytest_moeperf.serving.options import parse_serving_options
     from pytest_moeperf.serving.runner import gpu_sizing
 

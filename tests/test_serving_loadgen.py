@@ -207,7 +207,7 @@ def test_stub_answers_at_once_on_the_real_clock():
 # --- prefill vs decode energy (single-request benchmark) ----------------------------------------------
 
 def test_energy_split_recovers_known_prefill_and_decode():
-    from pytest_moeperf.energy_split import split_from_windows
+    from pytest_moeperf.measure.energy_split import split_from_windows
 
     prefill, per_token, n, batch = 30.0, 2.0, 65, 2
     one = [batch * (prefill + per_token) + d for d in (-0.5, 0.0, 0.5)]  # a 1-token round: prefill + token 1

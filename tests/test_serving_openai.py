@@ -266,7 +266,7 @@ def _tokenizer(path):
 
 def _exact_request(tokenizer, context: int, n: int, rid="q") -> ServingRequest:
     """A workload's request: exact post-template ids (context.py), then the text and messages forms."""
-    from pytest_moeperf.context import build_exact_context
+    from pytest_moeperf.model.context import build_exact_context
 
     ids = build_exact_context(tokenizer, context, seed=context).input_ids
     (request,) = attach_prompts([ServingRequest(rid, tuple(ids), n)], tokenizer)
@@ -275,8 +275,8 @@ def _exact_request(tokenizer, context: int, n: int, rid="q") -> ServingRequest:
 
 @pytest.mark.parametrize("model", ["tiny-dense", "tiny-moe"])
 def test_attach_prompts_recovers_text_and_messages_of_exact_contexts(model):
-    from pytest_moeperf.presets import get_preset
-    from pytest_moeperf.tokenizer import build_offline_tokenizer
+    from pytest_moeperf.model.presets import get_preset
+    from pytest_moeperf.model.tokenizer import build_offline_tokenizer
 
     preset = get_preset(model)
     tokenizer = build_offline_tokenizer(preset.family, preset.vocab_size)

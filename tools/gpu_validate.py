@@ -45,9 +45,9 @@ def main():
 
     import torch
 
-    from pytest_moeperf.cases import Case
-    from pytest_moeperf.loading import load_model
-    from pytest_moeperf.measure import CaseRunner, MeasureSettings
+    from pytest_moeperf.model.cases import Case
+    from pytest_moeperf.model.loading import load_model
+    from pytest_moeperf.measure.measure import CaseRunner, MeasureSettings
 
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -133,7 +133,7 @@ def main():
         out["suite_ttft_minus_independent_pct"] = 100.0 * (statistics.median(suite_ttft) / statistics.median(ttft1) - 1)
 
     if cuda:
-        from pytest_moeperf.energy import EnergyMeter, NvmlDevice, PowerSampler
+        from pytest_moeperf.measure.energy import EnergyMeter, NvmlDevice, PowerSampler
 
         dev = NvmlDevice()
         meter = EnergyMeter(dev)
@@ -152,7 +152,7 @@ def main():
                             "samples": len(sampler.samples),
                             "diff_pct": 100.0 * (sampled / w.energy_j - 1) if w.energy_j else None})
         out["energy_crosscheck"] = windows
-        from pytest_moeperf.roofline import measure_copy_bandwidth
+        from pytest_moeperf.measure.roofline import measure_copy_bandwidth
 
         out["copy_bandwidth_bytes_per_s"] = measure_copy_bandwidth()
         out["gpu"] = dev.identity()

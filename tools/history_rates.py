@@ -24,7 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_moeperf import history, schema  # noqa: E402
+from pytest_moeperf.history import history  # noqa: E402
+from pytest_moeperf.metrics import schema
 
 SHIFTS_PCT = (0.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
 LENGTHS = (12, 24)

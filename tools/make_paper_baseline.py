@@ -14,7 +14,7 @@ and that this script reproduces the committed JSON byte for byte.
 The output holds summary values only (``samples: {}``, ``extra_info["source"] =
 "paper"``) and maps the paper's definitions onto ours; ``PAPER_DEFINITIONS`` (stored in
 every benchmark) says where they differ. Pure standard library plus
-``pytest_moeperf.cases`` / ``pytest_moeperf.schema``.
+``pytest_moeperf.model.cases`` / ``pytest_moeperf.metrics.schema``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pytest_moeperf.cases import TEST_NODE, Case  # noqa: E402
-from pytest_moeperf.schema import CASE_METRICS, SCHEMA_VERSION  # noqa: E402
+from pytest_moeperf.model.cases import TEST_NODE, Case  # noqa: E402
+from pytest_moeperf.metrics.schema import CASE_METRICS, SCHEMA_VERSION  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "baselines" / "h100" / "paper-h100.json"
 PAPER = "arXiv 2508.16700v2"

@@ -16,7 +16,7 @@ backend, unsynced 1 ms +1.4% (the sleep hides under the queued kernels).
 import os
 import time
 
-import pytest_moeperf.loading as loading
+import pytest_moeperf.model.loading as loading
 
 _DELAY_S = float(os.environ.get("SLOWDOWN_MS", "0")) / 1000.0
 _GPU_MS = float(os.environ.get("SLOWDOWN_GPU_MS", "0"))

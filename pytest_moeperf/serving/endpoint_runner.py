@@ -114,7 +114,7 @@ class EndpointRunner(ServingRunner):
                 self._energy_reason = ("server's GPU not named (--moeperf-endpoint-gpu-index N when it is on "
                                        "this machine)")
             else:
-                from ..energy import EnergyMeter, NvmlDevice
+                from pytest_moeperf.measure.energy import EnergyMeter, NvmlDevice
 
                 try:
                     self._meter = EnergyMeter(NvmlDevice(index=self.endpoint.energy_gpu))

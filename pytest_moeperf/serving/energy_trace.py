@@ -2,7 +2,7 @@
 has ended, so the NVML total-energy counter is sampled through the run (every 50 ms, with
 perf_counter stamps) and read at the window's ends by linear interpolation. The counter itself
 updates every 100 ms, so each end is uncertain by at most ~0.1 s of power: <= 2% of a 5 s window.
-Reuses pytest_moeperf.energy's meter; on the CPU there is no trace and energy is 'unavailable'.
+Reuses pytest_moeperf.measure.energy's meter; on the CPU there is no trace and energy is 'unavailable'.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ..stats import percentile
+from pytest_moeperf.metrics.stats import percentile
 from .loadgen import LoadPoint, run_load
 from .stub import StubBackend
 from .workload import synthetic_workload

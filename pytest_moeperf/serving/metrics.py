@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from ..stats import percentile
+from pytest_moeperf.metrics.stats import percentile
 from .slo import Slo
 
 PCTS = (50, 90, 99)

@@ -144,7 +144,7 @@ def parse_serving_options(get, run_options, endpoint_model: str | None = None) -
     models = (endpoint_model,) if endpoint_model else tuple(run_options.models)
     dtypes = ("bf16",) if endpoint_model else tuple(run_options.dtypes)  # bf16: no suffix in the point id
     for model in () if endpoint_model else models:
-        from ..presets import get_preset
+        from pytest_moeperf.model.presets import get_preset
 
         limit = get_preset(model).max_positions
         for i, o in pairs:

@@ -1,7 +1,7 @@
 """pytest wiring of the serving benchmark (benchmarks/test_serving.py): options, parametrization
 by model x load point, the results log, --moeperf-resume and the sweep's stop at saturation.
 
-Loaded by pytest_moeperf.plugin; imports no torch (measurement lives in serving/runner.py).
+Loaded by pytest_moeperf.plugin.plugin; imports no torch (measurement lives in serving/runner.py).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class ServingState:
         import hashlib
         import json
 
-        from ..results_log import options_fingerprint
+        from pytest_moeperf.results.results_log import options_fingerprint
 
         o = self.options()
         blob = json.dumps({"base": options_fingerprint(self.moeperf.options), "requests": o.requests,
@@ -150,7 +150,7 @@ class ServingState:
                 items[:] = [i for i in items if i not in local]
         if not config.getoption("moeperf_resume", False) or not any(FIXTURE in getattr(i, "fixturenames", ()) for i in items):
             return
-        from ..results_log import finished_case_ids
+        from pytest_moeperf.results.results_log import finished_case_ids
 
         path = self.moeperf.options.results_path
         try:
@@ -208,7 +208,7 @@ class ServingState:
                 log.fingerprint = saved
             self.finished.append((point, bench["extra_info"]))
         elif report.failed:
-            from ..plugin import _report_line
+            from pytest_moeperf.plugin.plugin import _report_line
 
             error = _report_line(report)
             log.case_failed(item.nodeid, point.point_id, error)

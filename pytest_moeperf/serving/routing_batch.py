@@ -12,7 +12,7 @@ then the same for all of them, which would hide the spread that real generated t
 
 from __future__ import annotations
 
-from ..routing import router_logits, top_k_experts
+from pytest_moeperf.model.routing import router_logits, top_k_experts
 
 
 def distinct_experts_vs_batch(model, prompts: list[list[int]], batches: list[int]) -> dict | None:

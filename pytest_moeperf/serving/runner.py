@@ -38,7 +38,7 @@ def gpu_sizing(loaded, options, eng) -> dict:
 
     import torch
 
-    from ..memory import kv_layout
+    from pytest_moeperf.measure.memory import kv_layout
 
     users = max([int(p.load.value) for p in options.points if p.load.closed_loop and p.model == loaded.name] or [0])
     users = max(32, math.ceil(GPU_HEADROOM_USERS * users))
@@ -66,7 +66,7 @@ class ServingPointFailed(RuntimeError):
 
 class ServingRunner:
     def __init__(self, session, options: ServingOptions):
-        self.session = session  # pytest_moeperf.session.MoeperfSession
+        self.session = session  # pytest_moeperf.measure.session.MoeperfSession
         self.options = options
         self.backend: ContinuousBatchingBackend | None = None
         self._backend_key = None
@@ -173,7 +173,7 @@ class ServingRunner:
     def _measure(self, point: ServingPoint, run_once) -> dict:
         import torch
 
-        from ..memory import peak_rss_bytes, reset_peak_rss
+        from pytest_moeperf.measure.memory import peak_rss_bytes, reset_peak_rss
 
         gpu = self._gpu()
         backend = self._ensure_backend(point)

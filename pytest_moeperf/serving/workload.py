@@ -1,6 +1,6 @@
 """Seeded workloads: a list of ServingRequest with exact post-template prompts.
 
-Every prompt is built by the exact-context code (pytest_moeperf.context): the chat template is
+Every prompt is built by the exact-context code (pytest_moeperf.model.context): the chat template is
 applied and the user content sized so the templated prompt has exactly the asked number of ids.
 Request ``i`` of a workload uses filler seed ``seed * 1_000_003 + i``, so prompts differ from
 one another (no accidental prefix-cache hits between requests) and are the same in every load
@@ -99,7 +99,7 @@ class PromptCache:
     def ids(self, target: int, seed: int) -> tuple[int, ...]:
         key = (target, seed)
         if key not in self._ids:
-            from ..context import build_exact_context
+            from pytest_moeperf.model.context import build_exact_context
 
             self._ids[key] = tuple(build_exact_context(self.tokenizer, target, seed=seed).input_ids)
         return self._ids[key]

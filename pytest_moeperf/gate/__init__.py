@@ -1,0 +1,1 @@
+"""The regression gate: comparing a run against a baseline and rendering the verdicts."""

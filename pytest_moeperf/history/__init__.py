@@ -1,0 +1,1 @@
+"""Change points over the stored runs (history of a metric across commits)."""

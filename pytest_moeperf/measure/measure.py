@@ -1,0 +1,513 @@
+"""Measure one case: instrumented generate() rounds, energy windows, memory. No pytest here.
+
+One round is one ``generate`` call with ``min_new_tokens == max_new_tokens`` (the count is
+checked). A stopping criterion, which transformers calls once per new token, stamps each
+token: the first stamp is TTFT (prefill included), the gaps are the inter-token latencies.
+On CUDA the stamp is a CUDA event recorded on the stream (no host stall), read after the
+round's closing sync relative to an event recorded at the round's start; elsewhere the
+criterion synchronizes the device and reads the host clock. A sync per token cost +0.5% to
++1.75% of E2E on the H200's ~10 ms/token static decode (docs/metrics.md): transformers
+already waits once per step, but its wait comes after the step's last small kernels are
+queued, the clock's before them.
+
+Energy windows span consecutive measured rounds: the counter is read at round boundaries
+and a window closes at the first boundary past ``energy_window_s``, so energy costs no
+extra runs. Rounds are raised, if needed, so that ``energy_windows`` windows fit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from pytest_moeperf.metrics import derived
+from pytest_moeperf.model.cases import DECODING_PRESETS, Case
+from pytest_moeperf.measure.energy import MIN_WINDOW_S
+from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
+
+
+class TokenCountError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    rounds: int = 10
+    warmup_rounds: int = 0  # --moeperf-warmup-rounds' default: the two priming calls warm up already
+    energy_window_s: float = 5.0
+    energy_windows: int = 5
+    max_rounds: int = 400
+    paper_ttft_trials: int = 5
+    seed: int = 0
+    token_clock: str = "auto"  # auto (CUDA events on cuda, else sync) | event | sync
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    """Host times of one generate() round, in ms from the call's start."""
+
+    e2e_ms: float
+    token_ms: tuple[float, ...]  # stamp of each new token (first = TTFT)
+    batch_size: int
+    throttled: bool = False
+    power_capped: bool = False
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ms)
+
+    @property
+    def ttft_ms(self) -> float:
+        return self.token_ms[0]
+
+    @property
+    def tpot_ms(self) -> float | None:
+        n = self.new_tokens
+        return (self.e2e_ms - self.ttft_ms) / (n - 1) if n > 1 else None
+
+    @property
+    def itl_ms(self) -> list[float]:
+        t = self.token_ms
+        return [b - a for a, b in zip(t, t[1:])]
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        n = self.new_tokens
+        span_s = (self.e2e_ms - self.ttft_ms) / 1000.0
+        return self.batch_size * (n - 1) / span_s if n > 1 and span_s > 0 else None
+
+    @property
+    def e2e_tokens_per_s(self) -> float:
+        return self.batch_size * self.new_tokens / (self.e2e_ms / 1000.0)
+
+
+def _sync_fn(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+TOKEN_CLOCKS = ("auto", "event", "sync")
+
+
+def token_clock_kind(setting: str, device: str) -> str:
+    """The clock a round uses: CUDA events on a CUDA device unless ``sync`` is asked for."""
+    if setting not in TOKEN_CLOCKS:
+        raise ValueError(f"token clock {setting!r}: use one of {', '.join(TOKEN_CLOCKS)}")
+    on_cuda = str(device).startswith("cuda")
+    if setting == "event" and not on_cuda:
+        raise ValueError(f"token clock 'event' needs a CUDA device, not {device!r}; use auto or sync")
+    return "event" if setting == "event" or (setting == "auto" and on_cuda) else "sync"
+
+
+def make_token_clock(sync, kind: str = "sync", event_factory=None, now=time.perf_counter):
+    """A transformers StoppingCriteria that stamps each new token (``now()`` seconds: perf_counter).
+
+    ``sync``: sync the device, read the host clock. ``event``: record a CUDA event (no stall);
+    ``finish()`` turns the events into host times after the round's closing sync, as the
+    round's start time plus the GPU time from an event recorded at that start (the device is
+    idle then, so that event fires at once). ``event_factory`` makes the events (tests).
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    if kind == "event" and event_factory is None:
+        def event_factory():
+            return torch.cuda.Event(enable_timing=True)
+
+    class TokenClock(StoppingCriteria):
+        def __init__(self):
+            self.kind = kind
+            self.stamps: list[float] = []
+            self._events: list = []
+            self._start_event = None
+            self._t0 = 0.0
+            self._not_done = None
+
+        def begin(self, t0: float) -> None:
+            """The round starts at host time ``t0``, with the device idle."""
+            self.stamps = []
+            self._events = []
+            self._t0 = t0
+            if kind == "event":
+                self._start_event = event_factory()
+                self._start_event.record()
+
+        def __call__(self, input_ids, scores, **kwargs):
+            if kind == "event":
+                event = event_factory()
+                event.record()
+                self._events.append(event)
+            else:
+                sync()
+                self.stamps.append(now())
+            if self._not_done is None or self._not_done.shape[0] != input_ids.shape[0]:
+                self._not_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            return self._not_done
+
+        def finish(self) -> None:
+            """After the round's closing device sync: event stamps become host times."""
+            if kind == "event":
+                start = self._start_event
+                self.stamps = [self._t0 + start.elapsed_time(e) / 1000.0 for e in self._events]
+
+    return TokenClock()
+
+
+@dataclass
+class CaseRunner:
+    """Runs the rounds of one case on a loaded model and turns them into extra_info."""
+
+    loaded: object  # LoadedModel
+    case: Case
+    settings: MeasureSettings
+    gpu: object | None = None  # energy.NvmlDevice, when NVML works
+    energy_meter: object | None = None  # energy.EnergyMeter, when the counter works
+    energy_unavailable: str | None = None
+    idle_power_w: float | None = None  # measured once per session, for the idle-subtracted figure
+    rounds_done: list = field(default_factory=list)
+    windows: list = field(default_factory=list)
+    calls: int = 0
+    first_call_s: float | None = None
+    second_call_s: float | None = None
+    planned_rounds: int | None = None  # set by plan_rounds: calls beyond warm-up + these are not recorded
+
+    @property
+    def warmup_rounds(self) -> int:
+        """Calls of ``round`` discarded before the measured ones (pytest-benchmark's warm-up)."""
+        return self.settings.warmup_rounds
+
+    def __post_init__(self):
+        import torch
+
+        from pytest_moeperf.model.context import build_exact_context
+
+        self.device = self.loaded.device
+        self.sync = _sync_fn(self.device)
+        ctx = build_exact_context(self.loaded.tokenizer, self.case.context_tokens,
+                                  seed=self.settings.seed, mode=self.case.context_mode)
+        self.context = ctx
+        ids = torch.tensor([ctx.input_ids] * self.case.batch_size, dtype=torch.long, device=self.device)
+        self.input_ids = ids
+        self.attention_mask = torch.ones_like(ids)
+        self.clock = make_token_clock(self.sync, token_clock_kind(self.settings.token_clock, self.device))
+        tok = self.loaded.tokenizer
+        eos = tok.eos_token_id if tok.eos_token_id is not None else 0
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        n = self.case.new_tokens
+        self.gen_kwargs = dict(max_new_tokens=n, min_new_tokens=n, eos_token_id=eos, pad_token_id=pad,
+                               return_dict_in_generate=True, stopping_criteria=[self.clock],
+                               **DECODING_PRESETS[self.case.decoding])
+        if not self.gen_kwargs.get("do_sample"):
+            # transformers warns when sampling knobs are set on greedy: keep greedy clean
+            self.gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.case.backend == "static":
+            self.gen_kwargs["cache_implementation"] = "static"
+            if not str(self.device).startswith("cuda"):
+                # transformers auto-compiles the decode step only on cuda/xpu/tpu
+                # (GenerationMixin._valid_auto_compile_criteria); elsewhere a static cache alone
+                # would run eager. Its CompileConfig flag _compile_all_devices opts the CPU in,
+                # so "static" means static cache + torch.compile on every device.
+                from transformers import CompileConfig
+
+                compile_config = CompileConfig()
+                compile_config._compile_all_devices = True
+                self.gen_kwargs["compile_config"] = compile_config
+        self._window_start = None
+        self._window_rounds = 0
+        self._window_tokens = 0
+        self.pre_decode_allocated_bytes = None
+        self.last_cache = None
+        self.throttle_mask = self.gpu.throttle_mask() if self.gpu is not None else None
+
+    # --- one generate call -------------------------------------------------------------------
+    def _generate(self, round_index: int, with_clock: bool = True) -> tuple[RoundTiming, object]:
+        import torch
+
+        kwargs = dict(self.gen_kwargs)
+        if not with_clock:
+            kwargs.pop("stopping_criteria")
+        if kwargs.get("do_sample"):
+            torch.manual_seed(self.settings.seed + round_index)
+        health0 = self._health()
+        t0, t1, out = self._timed_generate(kwargs, self.clock if with_clock else None)
+        new = out.sequences.shape[1] - self.input_ids.shape[1]
+        if new != self.case.new_tokens:
+            raise TokenCountError(f"generate produced {new} new tokens, expected {self.case.new_tokens}")
+        if with_clock and len(self.clock.stamps) != new:
+            raise TokenCountError(f"the token clock stamped {len(self.clock.stamps)} tokens, generate produced {new}")
+        throttled, capped = self._health_delta(health0)
+        stamps = tuple((s - t0) * 1000.0 for s in self.clock.stamps) if with_clock else ((t1 - t0) * 1000.0,) * new
+        return RoundTiming(e2e_ms=(t1 - t0) * 1000.0, token_ms=stamps, batch_size=self.case.batch_size,
+                           throttled=throttled, power_capped=capped), out
+
+    def _health(self):
+        if self.gpu is None:
+            return None
+        try:
+            return self.gpu.violation_ns()
+        except Exception:
+            return None
+
+    def _health_delta(self, before) -> tuple[bool, bool]:
+        if self.gpu is None or before is None:
+            return False, False
+        try:
+            after = self.gpu.violation_ns()
+            reasons = self.gpu.clock_event_reasons()
+        except Exception:
+            return False, False
+        thermal = after.get("thermal", 0) > before.get("thermal", 0)
+        capped = after.get("power", 0) > before.get("power", 0)
+        return bool(thermal or (reasons & self.throttle_mask)), bool(capped)
+
+    # --- phases -------------------------------------------------------------------------------
+    def prime(self) -> float:
+        """Two discarded calls: the first is cold (compiles the static backend, reported as first_call_s);
+        the faster of the two sizes the rounds."""
+        t0 = time.perf_counter()
+        self._generate(-1)
+        self.first_call_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._generate(-2)
+        self.second_call_s = time.perf_counter() - t0
+        return self.second_call_s
+
+    def plan_rounds(self) -> int:
+        """Requested rounds, raised so that ``energy_windows`` windows of >= energy_window_s fit.
+
+        Windows close at the first round boundary past energy_window_s, so every window is
+        long enough whatever the rounds do; the count is planned from the faster priming
+        call with a 20% margin, since eager rounds on a host-bound GPU drift and jump.
+        """
+        rounds = self.settings.rounds
+        estimate = min(t for t in (self.first_call_s, self.second_call_s) if t)
+        if self.energy_meter is not None and estimate:
+            per_window = math.ceil(self.settings.energy_window_s / (0.8 * estimate))
+            needed = per_window * self.settings.energy_windows
+            rounds = max(rounds, min(needed, self.settings.max_rounds))
+        self.planned_rounds = rounds
+        return rounds
+
+    def round(self) -> None:
+        """The pytest-benchmark target: one round; the first ``warmup_rounds`` calls are discarded."""
+        index = self.calls
+        self.calls += 1
+        if self.planned_rounds is not None and index >= self.warmup_rounds + self.planned_rounds:
+            # a call after the planned rounds (pytest-benchmark's --benchmark-cprofile profiles
+            # one more): run it, record nothing, so the rounds match pytest-benchmark's stats
+            self._generate(index)
+            return
+        measured = index >= self.warmup_rounds
+        if measured and index == self.warmup_rounds:
+            self._begin_measurement()
+        if measured and self.energy_meter is not None and self._window_start is None:
+            self.sync()
+            self._window_start = self.energy_meter.begin_window()
+        # the previous round's KV cache must not be alive while this round allocates its own:
+        # the allocator peak is that of one generate with its cache, as docs/metrics.md says
+        self.last_cache = None
+        timing, out = self._generate(index)
+        if not measured:
+            return
+        self.rounds_done.append(timing)
+        self.last_cache = getattr(out, "past_key_values", None)
+        if self.energy_meter is not None:
+            self._window_rounds += 1
+            self._window_tokens += timing.new_tokens * timing.batch_size
+            if self.energy_meter.elapsed_s(self._window_start) >= self.settings.energy_window_s:
+                self._close_window()
+
+    def _begin_measurement(self):
+        import torch
+
+        from pytest_moeperf.measure.memory import reset_peak_rss
+
+        reset_peak_rss()  # the RSS peak is per case, not whatever ran earlier in the process
+        if self.device.startswith("cuda"):
+            self.sync()
+            # reset_peak_memory_stats sets the reserved peak to what is reserved now: release
+            # the pool earlier cases left behind, or their peak would be reported as this one's
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.pre_decode_allocated_bytes = int(torch.cuda.memory_allocated())
+
+    def _close_window(self):
+        w = self.energy_meter.end_window(self._window_start, rounds=self._window_rounds, tokens=self._window_tokens)
+        if w.duration_s >= MIN_WINDOW_S:  # shorter windows scatter 16-23%: refused
+            self.windows.append(w)
+        self._window_start = None
+        self._window_rounds = 0
+        self._window_tokens = 0
+
+    def paper_ttft(self) -> list[float]:
+        """The paper's TTFT: wall time of a 1-token generate, median of 5 (no per-token clock)."""
+        times = []
+        kwargs = dict(self.gen_kwargs, max_new_tokens=1, min_new_tokens=1)
+        kwargs.pop("stopping_criteria")
+        for _ in range(self.settings.paper_ttft_trials):
+            t0, t1, _ = self._timed_generate(kwargs)
+            times.append((t1 - t0) * 1000.0)
+        return times
+
+    def _timed_generate(self, kwargs: dict, clock=None) -> tuple[float, float, object]:
+        """One generate call between device syncs: (start, end, output), perf_counter seconds."""
+        import torch
+
+        self.sync()
+        t0 = time.perf_counter()
+        if clock is not None:
+            clock.begin(t0)
+        with torch.inference_mode():
+            out = self.loaded.model.generate(input_ids=self.input_ids, attention_mask=self.attention_mask, **kwargs)
+        self.sync()
+        t1 = time.perf_counter()
+        if clock is not None:
+            clock.finish()
+        return t0, t1, out
+
+    # --- results --------------------------------------------------------------------------
+    def extra_info(self, device_name: str, backend_label: str | None = None) -> dict:
+        import torch
+
+        from pytest_moeperf.measure.memory import cache_tensor_bytes, kv_cache_bytes, kv_layout, peak_rss_bytes
+
+        self._window_start = None  # a trailing window shorter than energy_window_s is dropped
+        rounds = self.rounds_done
+        case, loaded = self.case, self.loaded
+        ttft = [r.ttft_ms for r in rounds]
+        tpot = [r.tpot_ms for r in rounds if r.tpot_ms is not None]
+        e2e = [r.e2e_ms for r in rounds]
+        itl = [g for r in rounds for g in r.itl_ms]
+        dec = [r.decode_tokens_per_s for r in rounds if r.decode_tokens_per_s is not None]
+        e2e_tps = [r.e2e_tokens_per_s for r in rounds]
+        itl_p50_per_round = [median(r.itl_ms) for r in rounds if r.itl_ms]
+
+        on_cuda = self.device.startswith("cuda")
+        peak_alloc = int(torch.cuda.max_memory_allocated()) if on_cuda else None
+        peak_reserved = int(torch.cuda.max_memory_reserved()) if on_cuda else None
+        rss = peak_rss_bytes()
+        dtype_bytes = loaded.model.dtype.itemsize
+        layout = kv_layout(loaded.model.config)
+        cached_tokens = case.context_tokens + case.new_tokens - 1  # the last token is never fed back
+        static_len = None
+        measured_cache = cache_tensor_bytes(self.last_cache) if self.last_cache is not None else None
+        if case.backend == "static" and self.last_cache is not None:
+            layers = getattr(self.last_cache, "layers", [])
+            full = [lay for lay in layers if not getattr(lay, "is_sliding", False)]
+            static_len = getattr(full[0], "max_cache_len", None) if full else None
+        kv_bytes = kv_cache_bytes(layout, cached_tokens, case.batch_size, dtype_bytes, static_len)
+
+        energy = self._energy_summary()
+        ttft_med = median(ttft)
+        dec_med = median(dec)
+        info = {
+            "model": loaded.name,
+            "architecture": loaded.preset.architecture,
+            "weights": loaded.weights,
+            "checkpoint": loaded.checkpoint,
+            "dtype": loaded.dtype,
+            "backend": backend_label or case.backend,
+            "experts": loaded.experts,
+            "device_name": device_name,
+            "context_tokens": len(self.context.input_ids),
+            "context_overhead_tokens": self.context.overhead_tokens,
+            "context_mode": case.context_mode,
+            "new_tokens": rounds[0].new_tokens if rounds else None,
+            "batch_size": case.batch_size,
+            "decoding": case.decoding,
+            "params_total": loaded.params.total,
+            "params_active": loaded.params.active,
+            "rounds": len(rounds),
+            "warmup_rounds": self.warmup_rounds,
+            "percentile_method": "numpy linear (type 7)",
+            "token_clock": self.clock.kind,
+            "first_call_s": self.first_call_s,
+            "ttft_ms": ttft_med,
+            "ttft_ms_p95": percentile(ttft, 95),
+            "tpot_ms": median(tpot),
+            "itl_ms_p50": percentile(itl, 50),
+            "itl_ms_p95": percentile(itl, 95),
+            "decode_tokens_per_s": dec_med,
+            "e2e_ms_p50": median(e2e),
+            "e2e_ms_p95": percentile(e2e, 95),
+            "e2e_tokens_per_s": median(e2e_tps),
+            "e2e_ms_cv": cv(e2e),
+            "weights_bytes": loaded.weights_bytes,
+            "peak_allocated_bytes": peak_alloc,
+            "peak_reserved_bytes": peak_reserved,
+            "peak_rss_bytes": rss,
+            "pre_decode_allocated_bytes": self.pre_decode_allocated_bytes,
+            "kv_cache_bytes": kv_bytes,
+            "kv_cache_measured_bytes": measured_cache,
+            "kv_cache_layout": {"full_layers": layout.layers_full, "sliding_layers": layout.layers_sliding,
+                                "sliding_window": layout.sliding_window, "cached_tokens": cached_tokens,
+                                "static_max_cache_len": static_len},
+            **energy,
+            **derived.efficiency({"params_active": loaded.params.active, "decode_tokens_per_s": dec_med,
+                                  "ttft_ms": ttft_med, "tokens_per_j": energy["tokens_per_j"],
+                                  "peak_allocated_bytes": peak_alloc, "peak_rss_bytes": rss}),
+            "throttled_rounds": sum(r.throttled for r in rounds),
+            "power_capped_rounds": sum(r.power_capped for r in rounds),
+            # the paper's own definitions, under names that say so
+            "paper_e2e_tokens_per_s": median(e2e_tps),
+            "paper_kv_estimate_bytes": derived.paper_kv_estimate_bytes(peak_alloc, self.pre_decode_allocated_bytes),
+            "paper_peak_vram_mib": derived.paper_peak_vram_mib(peak_alloc),
+            "samples": {
+                "ttft_ms": ttft, "tpot_ms": tpot, "e2e_ms": e2e, "decode_tokens_per_s": dec,
+                "e2e_tokens_per_s": e2e_tps, "itl_ms_p50": itl_p50_per_round,
+                **self._window_samples(),
+                "throttled": [r.throttled for r in rounds],
+            },
+        }
+        return info
+
+    @property
+    def energy_windows_kept(self) -> int:
+        """Energy windows closed so far that the figures will use."""
+        return len(self._valid_windows())
+
+    def _valid_windows(self) -> list:
+        """Windows the energy figures use: with rounds, tokens and a positive counter delta."""
+        return [w for w in self.windows if w.rounds and w.tokens and w.energy_j > 0]
+
+    def _window_samples(self) -> dict[str, list[float]]:
+        """The per-window energy figures (the samples the gate tests and the medians reported)."""
+        ws = self._valid_windows()
+        return {"energy_j": [derived.energy_per_round_j(w.energy_j, w.rounds) for w in ws],
+                "tokens_per_j": [derived.tokens_per_j(w.tokens, w.energy_j) for w in ws],
+                "j_per_1k_tokens": [derived.j_per_1k_tokens(w.tokens, w.energy_j) for w in ws]}
+
+    def _energy_summary(self) -> dict:
+        ws = self._valid_windows()
+        reason = self.energy_unavailable
+        if self.energy_meter is not None and len(ws) < 1:
+            reason = (f"no energy window of >= {self.settings.energy_window_s} s closed "
+                      f"({len(self.rounds_done)} rounds); raise --moeperf-rounds")
+        if reason is not None or not ws:
+            return {"energy_j": None, "tokens_per_j": None, "j_per_1k_tokens": None,
+                    "energy_unavailable": reason or "no energy meter", "energy_windows": 0,
+                    "energy_window_s": None, "energy_j_cv": None, "energy_j_ci95": None, "avg_power_w": None,
+                    "idle_power_w": self.idle_power_w, "energy_idle_subtracted_j": None}
+        samples = self._window_samples()
+        per_round = samples["energy_j"]
+        return {
+            "energy_j": median(per_round),
+            "tokens_per_j": median(samples["tokens_per_j"]),
+            "j_per_1k_tokens": median(samples["j_per_1k_tokens"]),
+            "energy_unavailable": None,
+            "energy_windows": len(ws),
+            "energy_window_s": [round(w.duration_s, 3) for w in ws],
+            "energy_j_cv": cv(per_round),
+            "energy_j_ci95": ci95_mean(per_round),
+            "avg_power_w": median([w.power_w for w in ws]),
+            "idle_power_w": self.idle_power_w,
+            # gross minus idle board power over the same time: reported under its own name only
+            "energy_idle_subtracted_j": median([(w.energy_j - self.idle_power_w * w.duration_s) / w.rounds
+                                                for w in ws]) if self.idle_power_w is not None else None,
+            "energy_method": "NVML total-energy counter over windows of consecutive rounds; gross board energy",
+        }
+

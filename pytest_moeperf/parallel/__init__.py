@@ -1,0 +1,1 @@
+"""Several GPUs: assignment to xdist workers, merging, the torchrun tensor-parallel benchmark."""

@@ -1,0 +1,1 @@
+"""The pytest glue: the plugin, its options and hooks, the pytest-benchmark bridge."""

@@ -1,0 +1,1 @@
+"""The markdown/HTML report with the paper's tables and plots."""

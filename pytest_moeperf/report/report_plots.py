@@ -1,0 +1,318 @@
+"""The report's plots: medians with the spread of the stored samples, and the baseline beside them.
+
+Each point is the case's median (the number in the tables). Around it, from the per-round (or
+per-energy-window) values in ``extra_info["samples"]``: a shaded band from the 10th to the 90th
+percentile (how much the rounds scatter) and error bars for the 95% bootstrap interval of the
+median (how well the median itself is pinned down; stats.median_ci95). The legend gives n. The
+baseline is drawn dashed (bars: hatched) where it has values, with its own band where it has
+samples (the paper has none).
+
+A plot is a :class:`PlotSpec` in :data:`PLOTS`; another module can append its own (e.g. serving
+plots) and ``write_plots`` draws them and lists them in the report. matplotlib is imported only
+when drawing (Agg backend).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pytest_moeperf.metrics.schema import METRICS_BY_KEY
+from pytest_moeperf.metrics.stats import median_ci95, percentile
+
+GiB = 2.0**30
+BAND = (10, 90)  # percentiles of the shaded band
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+
+SPREAD_CAPTION = (f"Points: median per case. Shaded band: {BAND[0]}th–{BAND[1]}th percentile of the "
+                  "per-round values (energy: per window). Error bars: 95 % bootstrap interval of the median "
+                  "(percentile method, 2,000 resamples). The legend gives each series' rounds (energy: windows).")
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    file: str  # PNG file name in the output folder
+    title: str
+    caption: str
+    draw: Callable  # draw(report, plt) -> matplotlib Figure, or None when the run has nothing to plot
+
+
+def _num_list(xs) -> list[float]:
+    return [float(x) for x in xs or [] if isinstance(x, (int, float)) and not isinstance(x, bool)]
+
+
+def samples_of(row, key: str, scale: Callable[[float], float] | None = None) -> list[float]:
+    """The per-round/per-window values stored for metric ``key`` (schema.Metric.samples), maybe scaled."""
+    if row is None:
+        return []
+    metric = METRICS_BY_KEY.get(key)
+    store = row.ei.get("samples") if isinstance(row.ei.get("samples"), dict) else {}
+    vals = _num_list(store.get(metric.samples if metric and metric.samples else key))
+    return [scale(v) for v in vals] if scale else vals
+
+
+def spread(values: list[float]) -> dict | None:
+    """Band and median interval of a sample list; None under two values."""
+    if len(values) < 2:
+        return None
+    return {"lo": percentile(values, BAND[0]), "hi": percentile(values, BAND[1]), "ci": median_ci95(values),
+            "n": len(values)}
+
+
+def _n_text(ns: list[int], unit: str) -> str:
+    # "5–20 rounds", not "n = ...": a series name may already hold "(n=64)", the new tokens
+    if not ns:
+        return "no samples"
+    lo, hi = min(ns), max(ns)
+    return f"{lo} {unit}" if lo == hi else f"{lo}–{hi} {unit}"
+
+
+def colors(report) -> dict[str, str]:
+    """One colour per series of the run; a baseline series takes the colour of the run's series of the
+    same model (the paper's "gpt-oss-20b" beside the run's "gpt-oss-20b (n=64)")."""
+    cols: dict[str, str] = {}
+    model_color: dict[str, str] = {}
+    for r in report.res.rows:
+        if r.series not in cols:
+            cols[r.series] = PALETTE[len(cols) % len(PALETTE)]
+            model_color.setdefault(r.model, cols[r.series])
+    if report.base is not None:
+        for r in report.base.rows:
+            if r.series not in cols:
+                cols[r.series] = model_color.get(r.model) or PALETTE[len(cols) % len(PALETTE)]
+    return cols
+
+
+def base_name(report) -> str:
+    return "paper" if report.base is not None and report.base.is_paper else "baseline"
+
+
+def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no data",
+               scale: float = 1.0) -> None:
+    """One line per series over context: medians, p10–p90 band, 95% CI of the median; baseline dashed."""
+    unit = "windows" if METRICS_BY_KEY.get(key) and METRICS_BY_KEY[key].kind == "energy" else "rounds"
+    drawn = base_drawn = 0
+    contexts: set[int] = set()
+    sources = [(report.res, False)] + ([(report.base, True)] if report.base is not None else [])
+    n_series = max(1, len(report.series_names()))
+    for res, is_base in sources:
+        per: dict[str, list] = defaultdict(list)
+        for r in report.core_rows(res):
+            val = r.v(key)
+            if val is not None and not r.failed:
+                per[r.series].append((r.context, val * scale, spread(samples_of(r, key, lambda v: v * scale)), r))
+        for i, (series, pts) in enumerate(per.items()):
+            pts.sort(key=lambda p: p[0])
+            # a small sideways shift per series keeps error bars of equal contexts apart
+            shift = 1.0 + 0.025 * (i - (n_series - 1) / 2) + (0.012 if is_base else 0.0)
+            xs = [p[0] * shift for p in pts]
+            ys = [p[1] for p in pts]
+            contexts.update(p[0] for p in pts)
+            color = cols.get(series)
+            ns = [p[2]["n"] for p in pts if p[2]]
+            if not ns:  # no samples: say what n the summary came from (a paper's rounds)
+                ns_text = _n_text(sorted({int(p[3].ei["rounds"]) for p in pts
+                                          if isinstance(p[3].ei.get("rounds"), int)}), "rounds") + ", no samples"
+            else:
+                ns_text = _n_text(ns, unit)
+            label = f"{series}, {base_name(report)}: {ns_text}" if is_base else f"{series}: {ns_text}"
+            ax.plot(xs, ys, "--" if is_base else "-", marker="s" if is_base else "o", color=color, label=label,
+                    alpha=0.75 if is_base else 1.0, markersize=4 if is_base else 5, linewidth=1.2 if is_base else 1.8)
+            banded = [(x, p[2]) for x, p in zip(xs, pts) if p[2]]
+            if len(banded) >= 2:
+                ax.fill_between([x for x, _ in banded], [s["lo"] for _, s in banded], [s["hi"] for _, s in banded],
+                                color=color, alpha=0.08 if is_base else 0.18, linewidth=0,
+                                hatch="//" if is_base else None)
+            elif len(banded) == 1:
+                x, s = banded[0]
+                ax.vlines(x, s["lo"], s["hi"], color=color, alpha=0.3, linewidth=6)
+            ci = [(x, y, p[2]["ci"]) for x, y, p in zip(xs, ys, pts) if p[2] and p[2]["ci"]]
+            if ci:
+                ax.errorbar([c[0] for c in ci], [c[1] for c in ci],
+                            yerr=[[max(0.0, c[1] - c[2][0]) for c in ci], [max(0.0, c[2][1] - c[1]) for c in ci]],
+                            fmt="none", ecolor=color, elinewidth=1.2, capsize=3, alpha=0.9)
+            drawn += 1
+            base_drawn += is_base
+    ax.set_xlabel("context (tokens)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if contexts and max(contexts) / max(1, min(contexts)) >= 4:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(contexts))
+        ax.set_xticklabels([str(c) for c in sorted(contexts)])
+        ax.minorticks_off()
+    if drawn:
+        # below the axes: inside, with up to ten series, it covered the data
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
+    if drawn and report.base is not None and not base_drawn:
+        ax.text(0.01, 0.01, f"{base_name(report)}: no values for this metric", transform=ax.transAxes, fontsize=7,
+                color="gray")
+
+
+def bar_panel(report, ax, get: Callable, ylabel: str, cols: dict, empty: str = "no data",
+              samples: Callable | None = None) -> None:
+    """Bars at the largest context; ``samples(row)`` gives per-round values for the 95% CI error bars."""
+    rows = report.largest()
+    xs, labels = [], []
+    drawn = 0
+    labelled: set[str] = set()
+    width = 0.38 if report.base is not None else 0.6
+    for i, r in enumerate(rows):
+        labels.append(r.series.replace(" (", "\n(") + f"\nc{r.context}")
+        xs.append(i)
+        val = None if r.failed else get(r)
+        b = report.match(r)
+        bval = get(b) if b is not None else None
+        for value, row, is_base in ((val, r, False), (bval, b, True)):
+            if value is None:
+                continue
+            x = i + (width / 2 if is_base else (-width / 2 if report.base is not None else 0))
+            vals = samples(row) if samples else []
+            sp = spread(vals)
+            n = f"{sp['n']}" if sp else None
+            key = "base" if is_base else "run"
+            label = None
+            if key not in labelled:
+                label = base_name(report) if is_base else "run"
+                labelled.add(key)
+            ax.bar(x, value, width, color=cols.get(r.series), alpha=0.45 if is_base else 1.0,
+                   hatch="//" if is_base else None, edgecolor="black" if is_base else None, label=label)
+            if sp and sp["ci"]:
+                lo, hi = sp["ci"]
+                ax.errorbar([x], [value], yerr=[[max(0.0, value - lo)], [max(0.0, hi - value)]], fmt="none",
+                            ecolor="black", elinewidth=1, capsize=3)
+            if n:
+                ax.annotate(n, (x, value), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=6)
+            drawn += 1
+    ax.set_xticks(xs)
+    if len(rows) > 3:  # side by side, the names ran into each other: one slanted line each
+        ax.set_xticklabels([" ".join(label.split("\n")) for label in labels], fontsize=7, rotation=35,
+                           ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    if not drawn:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
+    elif report.base is not None:
+        ax.legend(fontsize=8)
+        if "base" not in labelled:
+            ax.text(0.01, 0.01, f"{base_name(report)}: no values for this metric", transform=ax.transAxes,
+                    fontsize=7, color="gray")
+
+
+def energy_reason(report) -> str:
+    reasons = sorted({str(r.ei["energy_unavailable"]) for r in report.res.rows if r.ei.get("energy_unavailable")})
+    return "no energy data" + (": " + "; ".join(reasons) if reasons else "")
+
+
+# --- the plots ------------------------------------------------------------------------------------
+
+def _single(plt, report, key, ylabel, title, empty="no data"):
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    line_panel(report, ax, key, ylabel, colors(report), empty=empty)
+    ax.set_title(title)
+    return fig
+
+
+def _ttft(report, plt):
+    return _single(plt, report, "ttft_ms", "TTFT (ms)", "Time to first token vs context (prefill included)")
+
+
+def _tpot(report, plt):
+    return _single(plt, report, "tpot_ms", "TPOT (ms/token)", "Time per output token (decode) vs context",
+                   empty="no TPOT (ms/token) values")
+
+
+def _throughput(report, plt):
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    line_panel(report, a1, "decode_tokens_per_s", "decode throughput (tokens/s)", colors(report))
+    a1.set_title("Decode throughput (prefill excluded)")
+    line_panel(report, a2, "e2e_tokens_per_s", "E2E throughput (tokens/s)", colors(report))
+    a2.set_title("E2E throughput incl. prefill" + (" (paper's \"TPOT\")" if base_name(report) == "paper" else ""))
+    return fig
+
+
+def _energy(report, plt):
+    return _single(plt, report, "j_per_1k_tokens", "energy (J / 1k tokens)",
+                   "Energy per 1k generated tokens vs context", empty=energy_reason(report))
+
+
+def _peak(report, plt):
+    from pytest_moeperf.report.columns import mem_bytes
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    any_gpu = any(r.v("peak_allocated_bytes") is not None for r in report.largest())
+    bar_panel(report, ax, lambda r: (mem_bytes(r) / 1e9) if r is not None and mem_bytes(r) is not None else None,
+              "peak allocated (GB)" if any_gpu else "peak memory: allocated or RSS (GB)", colors(report))
+    ax.set_title("Peak memory at the largest context")
+    return fig
+
+
+def _ape(report, plt):
+    from pytest_moeperf.metrics import derived
+    from pytest_moeperf.report.columns import ape_decode, ape_e2e, ape_energy, ape_inv_ttft
+
+    def per_b(key, formula):  # the per-round (per-window) samples through derived.py's formula
+        def get(r):
+            a = r.v("params_active") if r is not None else None
+            values = [formula(v, a) for v in samples_of(r, key)] if a else []
+            return [v for v in values if v is not None]
+        return get
+
+    e2e_label = "APE E2E (tokens/s/B)" + ("\npaper's APE-TPOT" if base_name(report) == "paper" else "")
+    panels = [(ape_e2e, e2e_label, per_b("e2e_tokens_per_s", derived.ape_e2e)),
+              (ape_decode, "APE decode (tokens/s/B)", per_b("decode_tokens_per_s", derived.ape_tpot)),
+              (ape_inv_ttft, "APE-1/TTFT (1/s/B)", per_b("ttft_ms", derived.ape_inv_ttft)),
+              (ape_energy, "APE-energy (tokens/J/B)", per_b("tokens_per_j", derived.ape_energy))]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    for ax, (get, label, samp) in zip(axes, panels):
+        bar_panel(report, ax, lambda r, g=get: g(r) if r is not None else None, label, colors(report),
+                  empty=energy_reason(report) if get is ape_energy else "no data",
+                  samples=lambda r, s=samp: s(r) if r is not None and not r.is_paper else [])
+    fig.suptitle("Active-parameter efficiency at the largest context")
+    return fig
+
+
+_BASE = " The baseline is dashed (its band hatched where it has samples; the paper has none)."
+PLOTS: list[PlotSpec] = [
+    PlotSpec("ttft_vs_context.png", "TTFT vs context", SPREAD_CAPTION + _BASE, _ttft),
+    PlotSpec("tpot_vs_context.png", "TPOT vs context", SPREAD_CAPTION + _BASE, _tpot),
+    PlotSpec("decode_tps_vs_context.png", "Throughput vs context (decode; E2E incl. prefill)",
+             SPREAD_CAPTION + _BASE, _throughput),
+    PlotSpec("j_per_1k_vs_context.png", "Energy per 1k tokens vs context", SPREAD_CAPTION + _BASE, _energy),
+    PlotSpec("peak_vram.png", "Peak memory at the largest context",
+             "One value per case: the allocator peak over all measured rounds (CPU: peak RSS), so no spread. "
+             "Baseline hatched.", _peak),
+    PlotSpec("ape.png", "Active-parameter efficiency at the largest context",
+             "Bars: the case's APE from its medians. Error bars: 95 % bootstrap interval of the median of the "
+             "per-round values divided by the active parameters; above each bar the number of rounds (APE-energy: "
+             "energy windows). Baseline hatched.", _ape),
+]
+
+
+def write_plots(report, out: Path, specs: list[PlotSpec] | None = None) -> list[tuple[PlotSpec, Path]]:
+    """Draw every plot that has something to show into ``out``; returns (spec, path) of each written."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    written = []
+    for spec in PLOTS if specs is None else specs:
+        fig = spec.draw(report, plt)
+        if fig is None:
+            continue
+        fig.tight_layout()
+        path = Path(out) / spec.file
+        # bbox tight: the legends below the axes stay in the picture; no timestamp in the PNG, so a
+        # regenerated report is byte-identical when nothing changed
+        fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        written.append((spec, path))
+    return written
