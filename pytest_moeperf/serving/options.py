@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pytest_moeperf.plugin.options import parse_list
+
 from .engine import CUDA_GRAPHS, EngineOptions
 from .loadgen import LoadPoint
 from .slo import DEFAULT_SLO, MLPERF_SLOS, Slo, parse_slo
@@ -24,12 +26,16 @@ TEST_NODE = "benchmarks/test_serving.py::test_serving"
 
 
 def _items(raw, option: str) -> list[str]:
-    if raw is None:
-        return []
-    items = [x.strip() for x in str(raw).split(",")]
-    if not all(items):
-        raise ValueError(f"{option}: empty item in {raw!r}; give a comma-separated list like 1,4,16")
-    return items
+    """The suite's one rule for list options (plugin/options.parse_list): no empty value or item, no
+    value twice (it would measure the same load point twice)."""
+    return parse_list(option, raw) or []
+
+
+def _distinct(values: list, option: str) -> list:
+    """Numbers that read the same after parsing (4 and 4.0) are one load point given twice."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{option}: a load is given twice in {values}; give each value once")
+    return values
 
 
 def _number(item: str, option: str, whole: bool) -> float:
@@ -123,8 +129,9 @@ def parse_serving_options(get, run_options, endpoint_model: str | None = None) -
     cuda = run_options.device == "cuda"
     d = GPU if cuda else CPU
     conc_raw, rate_raw = get("moeperf_concurrency"), get("moeperf_rate")
-    conc = [_number(x, "--moeperf-concurrency", True) for x in _items(conc_raw, "--moeperf-concurrency")]
-    rates = [_number(x, "--moeperf-rate", False) for x in _items(rate_raw, "--moeperf-rate")]
+    conc = _distinct([_number(x, "--moeperf-concurrency", True) for x in _items(conc_raw, "--moeperf-concurrency")],
+                     "--moeperf-concurrency")
+    rates = _distinct([_number(x, "--moeperf-rate", False) for x in _items(rate_raw, "--moeperf-rate")], "--moeperf-rate")
     if conc_raw is None and rate_raw is None:
         conc = list(d["concurrency"])
     arrival = (get("moeperf_arrival") or "poisson").strip()
