@@ -51,6 +51,7 @@ ONE_VALUE_OPTIONS = {
     "moeperf_energy_window_s": ("--moeperf-energy-window-s", "5"),
     "moeperf_energy_windows": ("--moeperf-energy-windows", "5"), "moeperf_seed": ("--moeperf-seed", "1"),
     "moeperf_token_clock": ("--moeperf-token-clock", "auto"), "moeperf_gpu": ("--gpu", "cpu"),
+    "moeperf_warmup_s": ("--moeperf-warmup-s", "30"), "moeperf_gc": ("--moeperf-gc", "freeze"),
 }
 PATH_OPTIONS = {"moeperf_results": "--moeperf-results", "moeperf_compile_cache": "--moeperf-compile-cache"}
 
@@ -81,6 +82,13 @@ def test_several_values_where_one_is_expected_is_an_error(dest):
     option, value = ONE_VALUE_OPTIONS[dest]
     msg = refused(**{dest: f"{value},{value}x"})
     assert msg.startswith(option) and "takes one value" in msg
+
+
+def test_warm_up_time_and_gc_policy():
+    assert parse().warmup_s == 0.0 and parse().gc == "on"
+    assert parse(moeperf_warmup_s="30", moeperf_gc="between-rounds").warmup_s == 30.0
+    assert "choose one of on, freeze, between-rounds" in refused(moeperf_gc="off")
+    assert "> 0" in refused(moeperf_warmup_s="-1")
 
 
 def test_rounds_2_5_is_refused_not_cut_to_2():

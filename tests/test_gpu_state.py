@@ -113,3 +113,64 @@ def test_no_warm_up_by_default_and_no_gpu_state_on_the_cpu(tiny_dense):
     runner.round()
     info = runner.extra_info("cpu")
     assert info["warmup_calls"] == 0 and info["warmup_s"] == 0.0 and info["gpu_state"] is None
+
+
+# --- the collector during the rounds (measure/host_gc.py) ------------------------------------------
+
+def test_gc_watch_times_the_collections_inside_a_round_only():
+    import gc
+
+    from pytest_moeperf.measure.host_gc import GcWatch
+
+    watch = GcWatch(now=FakeClock(0.004))  # each read moves 4 ms: a collection 'takes' 4 ms
+    gc.collect()  # outside a round: not counted
+    watch.round_started()
+    gc.collect()
+    gc.collect(0)
+    watch.round_ended()
+    watch.round_started()
+    watch.round_ended()
+    watch.close()
+    gc.collect()  # after close: not counted, and the callback is gone
+    s = watch.summary("on")
+    assert s["collections"] == [2, 0] and s["full_collections"] == [1, 0]
+    assert s["gc_ms"] == pytest.approx([8.0, 0.0]) and s["rounds_with_full_collection"] == 1
+    assert watch._callback not in gc.callbacks
+
+
+@pytest.mark.parametrize("policy", ["on", "freeze", "between-rounds"])
+def test_gc_policy_is_undone_after_the_rounds(policy):
+    import gc
+
+    from pytest_moeperf.measure.host_gc import GcPolicy
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    p = GcPolicy(policy)
+    p.apply()
+    assert gc.isenabled() == (policy != "between-rounds")
+    assert (gc.get_freeze_count() > 0) == (policy == "freeze")
+    p.after_round()
+    p.restore()
+    p.restore()  # idempotent: the failure path and the normal path may both call it
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_unknown_gc_policy_names_the_choices():
+    from pytest_moeperf.measure.host_gc import GcPolicy
+
+    with pytest.raises(ValueError, match="choose one of on, freeze, between-rounds"):
+        GcPolicy("off")
+
+
+def test_rounds_record_the_collector_and_give_it_back(tiny_dense):
+    import gc
+
+    runner = _runner(tiny_dense, MeasureSettings(rounds=2, energy_windows=0, gc="between-rounds"))
+    runner.prime()
+    runner.round()
+    assert not gc.isenabled()  # inside the measurement: no collection during a round
+    runner.round()
+    info = runner.extra_info("cpu")
+    assert gc.isenabled()
+    h = info["host_gc"]
+    assert h["policy"] == "between-rounds" and len(h["gc_ms"]) == 2 and h["collections"] == [0, 0]

@@ -25,6 +25,7 @@ from pytest_moeperf.metrics import derived
 from pytest_moeperf.model.cases import DECODING_PRESETS, Case
 from pytest_moeperf.measure.energy import MIN_WINDOW_S
 from pytest_moeperf.measure.gpu_state import GpuState
+from pytest_moeperf.measure.host_gc import GcPolicy, GcWatch
 from pytest_moeperf.measure.gpu_state import summarize as summarize_gpu_states
 from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
 
@@ -38,6 +39,7 @@ class MeasureSettings:
     rounds: int = 10
     warmup_rounds: int = 0  # --moeperf-warmup-rounds' default: the two priming calls warm up already
     warmup_s: float = 0.0  # --moeperf-warmup-s: discarded calls for this long after priming (warm_up)
+    gc: str = "on"  # --moeperf-gc: the collector during the rounds (host_gc.POLICIES)
     energy_window_s: float = 5.0
     energy_windows: int = 5
     max_rounds: int = 400
@@ -180,6 +182,7 @@ class CaseRunner:
     gpu_states: list = field(default_factory=list)  # gpu_state.GpuState after each measured round
     warmup_calls: int = 0  # discarded calls made by warm_up
     now: object = time.perf_counter  # the warm-up's clock (tests hand in their own)
+    gc_watch: GcWatch = field(default_factory=GcWatch)
 
     @property
     def warmup_rounds(self) -> int:
@@ -228,6 +231,7 @@ class CaseRunner:
         self.pre_decode_allocated_bytes = None
         self.last_cache = None
         self.throttle_mask = self.gpu.throttle_mask() if self.gpu is not None else None
+        self.gc_policy = GcPolicy(self.settings.gc)
 
     # --- one generate call -------------------------------------------------------------------
     def _generate(self, round_index: int, with_clock: bool = True) -> tuple[RoundTiming, object]:
@@ -282,6 +286,11 @@ class CaseRunner:
         self.second_call_s = time.perf_counter() - t0
         return self.second_call_s
 
+    def release_host_gc(self) -> None:
+        """The collector back as it was and the watch unhooked (after the rounds, also after a failure)."""
+        self.gc_policy.restore()
+        self.gc_watch.close()
+
     def warm_up(self) -> int:
         """Discarded calls until ``warmup_s`` seconds have passed (none by default); returns their count.
 
@@ -328,12 +337,16 @@ class CaseRunner:
         # the previous round's KV cache must not be alive while this round allocates its own:
         # the allocator peak is that of one generate with its cache, as docs/metrics.md says
         self.last_cache = None
+        if measured:
+            self.gc_watch.round_started()
         timing, out = self._generate(index)
         if not measured:
             return
+        self.gc_watch.round_ended()
         self.rounds_done.append(timing)
         self.last_cache = getattr(out, "past_key_values", None)
         self.gpu_states.append(GpuState.read(self.gpu))  # after the timed call, never inside it
+        self.gc_policy.after_round()
         if self.energy_meter is not None:
             self._window_rounds += 1
             self._window_tokens += timing.new_tokens * timing.batch_size
@@ -346,6 +359,7 @@ class CaseRunner:
         from pytest_moeperf.measure.memory import reset_peak_rss
 
         reset_peak_rss()  # the RSS peak is per case, not whatever ran earlier in the process
+        self.gc_policy.apply()
         if self.device.startswith("cuda"):
             self.sync()
             # reset_peak_memory_stats sets the reserved peak to what is reserved now: release
@@ -395,6 +409,7 @@ class CaseRunner:
         from pytest_moeperf.measure.memory import cache_tensor_bytes, kv_cache_bytes, kv_layout, peak_rss_bytes
 
         self._window_start = None  # a trailing window shorter than energy_window_s is dropped
+        self.release_host_gc()
         rounds = self.rounds_done
         case, loaded = self.case, self.loaded
         ttft = [r.ttft_ms for r in rounds]
@@ -445,6 +460,7 @@ class CaseRunner:
             "warmup_s": self.settings.warmup_s,
             "warmup_calls": self.warmup_calls,
             "gpu_state": summarize_gpu_states(self.gpu_states),
+            "host_gc": self.gc_watch.summary(self.gc_policy.name),
             "percentile_method": "numpy linear (type 7)",
             "token_clock": self.clock.kind,
             "first_call_s": self.first_call_s,

@@ -138,7 +138,7 @@ class MoeperfSession:
     # --- one case --------------------------------------------------------------------------
     def settings(self) -> MeasureSettings:
         o = self.options
-        return MeasureSettings(rounds=o.rounds, warmup_rounds=o.warmup_rounds, warmup_s=o.warmup_s,
+        return MeasureSettings(rounds=o.rounds, warmup_rounds=o.warmup_rounds, warmup_s=o.warmup_s, gc=o.gc,
                                energy_window_s=o.energy_window_s,
                                energy_windows=o.energy_windows, seed=o.seed, token_clock=o.token_clock)
 
@@ -155,7 +155,7 @@ class MoeperfSession:
         check_case(case)  # what the plugin checks at collection (context vs positions, axes): ValueError
         import torch
 
-        error = None
+        error, runner = None, None
         try:
             gpu = self.gpu()  # first: idle power is read before any model occupies the GPU
             loaded = self.model(case.model, case.dtype, case.experts)
@@ -210,6 +210,9 @@ class MoeperfSession:
             raise
         except Exception as exc:
             error = _first_line(exc)
+        finally:
+            if runner is not None:  # the collector back on (or unfrozen) whatever happened
+                runner.release_host_gc()
         # Outside the except block: the exception and its traceback (which holds the failed
         # frames' tensors, the runner and the cache) are gone, so the memory really is freed.
         runner = None

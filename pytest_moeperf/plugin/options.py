@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pytest_moeperf.model.cases import DECODING_PRESETS, Case
 from pytest_moeperf.model.context import ContextError, check_context_fits
 from pytest_moeperf.measure.measure import token_clock_kind
+from pytest_moeperf.measure.host_gc import POLICIES as GC_POLICIES
 from pytest_moeperf.model.presets import CPU_DEFAULT_MODELS, GPU_DEFAULT_MODELS, get_preset
 
 GPU_KINDS = {  # --gpu value -> substring NVML's device name must contain
@@ -232,6 +233,7 @@ class RunOptions:
     token_clock: str = "auto"
     energy_split: bool = False  # also measure prefill J/request and decode J/token (energy_split.py)
     warmup_s: float = 0.0  # discarded calls for this long after the priming calls
+    gc: str = "on"  # the garbage collector during the rounds (measure/host_gc.py)
 
     def checkpoint_for(self, model: str) -> str | None:
         return dict(self.weights).get(model)
@@ -273,6 +275,7 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
     rounds = _or(parse_int("--moeperf-rounds", get("moeperf_rounds")), defaults["rounds"])
     warmup = _or(parse_int("--moeperf-warmup-rounds", get("moeperf_warmup_rounds"), minimum=0), 0)
     warmup_s = _or(parse_positive_float("--moeperf-warmup-s", get("moeperf_warmup_s")), 0.0)
+    gc_policy = parse_choice("--moeperf-gc", get("moeperf_gc"), GC_POLICIES) or "on"
     dtypes = parse_choices("--moeperf-dtype", get("moeperf_dtype"), DTYPES) or ["bf16"]
     backends = parse_choices("--moeperf-backend", get("moeperf_backend"), BACKENDS) or ["eager"]
     batches = parse_positive_ints("--moeperf-batch", get("moeperf_batch")) or [1]
@@ -306,7 +309,8 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
                       energy_window_s=window_s, energy_windows=windows, results_path=results_path, seed=seed,
                       routing=bool(get("moeperf_routing")),
                       compile_cache=parse_path("--moeperf-compile-cache", get("moeperf_compile_cache")),
-                      token_clock=token_clock, energy_split=bool(get("moeperf_energy_split")), warmup_s=warmup_s)
+                      token_clock=token_clock, energy_split=bool(get("moeperf_energy_split")), warmup_s=warmup_s,
+                      gc=gc_policy)
 
 
 def _or(value, default):

@@ -40,6 +40,9 @@ def pytest_addoption(parser):
     add("--moeperf-warmup-s", metavar="S", default=None,
         help="also discard calls for this many seconds after the priming calls, for clocks and temperature to "
              "settle (default: none)")
+    add("--moeperf-gc", metavar="POLICY", default=None,
+        help="Python's garbage collector during the rounds: on (default), freeze (gc.freeze() after priming) "
+             "or between-rounds (no collection inside a round); each round's collections are recorded either way")
     add("--moeperf-dtype", metavar="DTYPES", default=None, help=f"comma-separated, from {', '.join(DTYPES)} (default bf16)")
     add("--moeperf-backend", metavar="NAMES", default=None,
         help=f"comma-separated, from {', '.join(BACKENDS)} (static = static cache + torch.compile; default eager)")
