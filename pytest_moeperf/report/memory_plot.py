@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from pytest_moeperf.metrics.schema import METRICS_BY_KEY
-from pytest_moeperf.report.report_plots import colors, failed_label, failed_points, mark_failed
+from pytest_moeperf.report.report_plots import colors, context_axis, failed_label, failed_points, mark_failed
 
 GB = 1e9
 
@@ -26,16 +26,6 @@ def _series(rows, key: str) -> dict[str, list[tuple[int, float]]]:
         if not r.failed and r.v(key) is not None:
             out[r.series].append((r.context, r.v(key) / GB))
     return {k: sorted(v) for k, v in out.items()}
-
-
-def _log2_contexts(ax, contexts: set[int]) -> None:
-    ax.set_xlabel("context (tokens)")
-    ax.grid(True, alpha=0.3)
-    if contexts and max(contexts) / max(1, min(contexts)) >= 4:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(contexts))
-        ax.set_xticklabels([str(c) for c in sorted(contexts)])
-        ax.minorticks_off()
 
 
 def draw(report, plt):
@@ -68,7 +58,7 @@ def draw(report, plt):
     right.set_title("KV cache: analytic formula vs measured")
     right.set_yscale("log")
     for ax in (left, right):
-        _log2_contexts(ax, contexts)
+        context_axis(ax, contexts)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
         else:

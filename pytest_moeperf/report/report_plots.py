@@ -150,14 +150,8 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
                             fmt="none", ecolor=color, elinewidth=1.2, capsize=3, alpha=0.9)
             drawn += 1
             base_drawn += is_base
-    ax.set_xlabel("context (tokens)")
+    context_axis(ax, contexts)
     ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    if contexts and max(contexts) / max(1, min(contexts)) >= 4:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(contexts))
-        ax.set_xticklabels([str(c) for c in sorted(contexts)])
-        ax.minorticks_off()
     positive = [v for v in values if v > 0]
     if positive and max(positive) / min(positive) >= LOG_Y_SPAN:  # else the short contexts lie flat on 0
         from matplotlib.ticker import FuncFormatter
@@ -173,6 +167,17 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
     if drawn and report.base is not None and not base_drawn:
         ax.text(0.01, 0.01, f"{base_name(report)}: no values for this metric", transform=ax.transAxes, fontsize=7,
                 color="gray")
+
+
+def context_axis(ax, contexts: set[int]) -> None:
+    """The context x axis: log2 with a tick at each context where they span 4x or more."""
+    ax.set_xlabel("context (tokens)")
+    ax.grid(True, alpha=0.3)
+    if contexts and max(contexts) / max(1, min(contexts)) >= 4:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(contexts))
+        ax.set_xticklabels([str(c) for c in sorted(contexts)])
+        ax.minorticks_off()
 
 
 def failed_points(rows) -> dict[str, list[tuple[int, str]]]:
