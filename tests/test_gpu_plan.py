@@ -26,6 +26,13 @@ def test_pytest_steps_resume_their_own_results_log_and_carry_their_variables():
     assert argv[-4:] == ["--gpu", "h200", "--moeperf-compile-cache", "/o/cc"]
 
 
+def test_a_step_naming_benchmark_files_runs_only_those():
+    (stage,) = gpu_plan.parse_plan("0 a 60 pytest --gpu h200\n0 b 60 pytest benchmarks/test_deployment.py --gpu h200\n")
+    whole, named = (gpu_plan.command(s, Path("/o")) for s in stage)
+    assert "benchmarks/" in whole  # the default: the whole folder, serving sweeps included
+    assert "benchmarks/" not in named and named.count("benchmarks/test_deployment.py") == 1
+
+
 @pytest.mark.parametrize("line", ["0 a pytest", "0 a x pytest", "0 a 5 X=1"])
 def test_bad_plan_line_names_the_line(line):
     with pytest.raises(ValueError, match="plan line 2"):

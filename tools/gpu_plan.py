@@ -11,7 +11,9 @@ A plan is a text file, one step a line (``#`` starts a comment)::
 LANE is what ``CUDA_VISIBLE_DEVICES`` is set to for the step (``0``, ``1``, ``0,1``; ``-``
 leaves it alone). Steps of one lane run in order; lanes run side by side. A COMMAND that
 starts with ``pytest`` runs ``python -m pytest benchmarks/ -p no:cacheprovider -q
---moeperf-gate off --moeperf-results OUT/NAME.jsonl --moeperf-resume`` plus its arguments, and
+--moeperf-gate off --moeperf-results OUT/NAME.jsonl --moeperf-resume`` plus its arguments (only the
+files it names when it names some under ``benchmarks/``: ``benchmarks/`` alone holds the serving
+sweeps too, which on a GPU load every model at 1 to 64 users), and
 ``OUT/NAME.json`` (a pytest-benchmark document) is written from that log afterwards, also after
 a timeout. Any other command runs as written through bash. ``{OUT}`` is replaced by OUT in both.
 Each step logs to ``OUT/NAME.log``; one that exits 0 leaves ``OUT/NAME.done``.
@@ -30,6 +32,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +82,9 @@ def parse_plan(text: str) -> list[list[Step]]:
 def command(step: Step, out: Path) -> list[str]:
     if step.argv[0] == "pytest":
         argv = [a.replace("{OUT}", str(out)) for a in step.argv]
-        return [sys.executable, *PYTEST, "--moeperf-results", str(out / f"{step.name}.jsonl"), "--moeperf-resume",
+        base = PYTEST if not any(a.startswith("benchmarks/") for a in argv[1:]) else [
+            a for a in PYTEST if a != "benchmarks/"]  # a step that names its files runs only those
+        return [sys.executable, *base, "--moeperf-results", str(out / f"{step.name}.jsonl"), "--moeperf-resume",
                 *argv[1:]]
     return ["bash", "-c", step.shell.replace("{OUT}", shlex.quote(str(out)))]
 
@@ -90,6 +95,7 @@ def run_step(step: Step, out: Path) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", **step.env}
     if step.lane != "-":
         env["CUDA_VISIBLE_DEVICES"] = step.lane
+    t0 = time.time()
     with open(out / f"{step.name}.log", "a", encoding="utf-8") as log:
         try:
             rc = subprocess.run(command(step, out), env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -102,6 +108,8 @@ def run_step(step: Step, out: Path) -> int:
                         "--json", str(out / f"{step.name}.json")], stdout=subprocess.DEVNULL)
     if rc == 0:
         (out / f"{step.name}.done").touch()
+    with open(out / "steps.tsv", "a", encoding="utf-8") as f:  # what each step cost, for the next plan
+        f.write(f"{step.name}\t{rc}\t{t0:.1f}\t{time.time() - t0:.1f}\n")
     return rc
 
 

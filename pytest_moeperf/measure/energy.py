@@ -142,6 +142,13 @@ class NvmlDevice:
                 continue
         return procs
 
+    def clock_state(self) -> dict:
+        """The SM and memory clocks (MHz) and the temperature (C) now; one read each."""
+        n, h = self.nvml, self.handle
+        return {"sm_clock_mhz": _call(n, "SM clock", n.nvmlDeviceGetClockInfo, h, n.NVML_CLOCK_SM),
+                "mem_clock_mhz": _call(n, "memory clock", n.nvmlDeviceGetClockInfo, h, n.NVML_CLOCK_MEM),
+                "temperature_c": _call(n, "temperature", n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)}
+
     def identity(self) -> dict:
         n = self.nvml
         h = self.handle

@@ -21,6 +21,7 @@ class Gpu(Protocol):
     def throttle_mask(self) -> int: ...  # the clock-event bits that mean a slowed GPU
     def violation_ns(self) -> dict[str, int]: ...  # cumulative power/thermal violation time
     def other_processes(self, own_pids: set[int] | None = None) -> list[dict]: ...
+    def clock_state(self) -> dict: ...  # sm_clock_mhz, mem_clock_mhz, temperature_c now (gpu_state.py)
 
 
 class NoGpu:
@@ -51,6 +52,9 @@ class NoGpu:
 
     def other_processes(self, own_pids: set[int] | None = None) -> list[dict]:
         return []
+
+    def clock_state(self) -> dict:
+        return {}
 
 
 def normalize_uuid(u) -> str:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pytest_moeperf.metrics import derived
 from pytest_moeperf.model.cases import DECODING_PRESETS, Case
 from pytest_moeperf.measure.energy import MIN_WINDOW_S
+from pytest_moeperf.measure.gpu_state import GpuState
+from pytest_moeperf.measure.gpu_state import summarize as summarize_gpu_states
 from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
 
 
@@ -35,6 +37,7 @@ class TokenCountError(RuntimeError):
 class MeasureSettings:
     rounds: int = 10
     warmup_rounds: int = 0  # --moeperf-warmup-rounds' default: the two priming calls warm up already
+    warmup_s: float = 0.0  # --moeperf-warmup-s: discarded calls for this long after priming (warm_up)
     energy_window_s: float = 5.0
     energy_windows: int = 5
     max_rounds: int = 400
@@ -174,6 +177,9 @@ class CaseRunner:
     first_call_s: float | None = None
     second_call_s: float | None = None
     planned_rounds: int | None = None  # set by plan_rounds: calls beyond warm-up + these are not recorded
+    gpu_states: list = field(default_factory=list)  # gpu_state.GpuState after each measured round
+    warmup_calls: int = 0  # discarded calls made by warm_up
+    now: object = time.perf_counter  # the warm-up's clock (tests hand in their own)
 
     @property
     def warmup_rounds(self) -> int:
@@ -276,6 +282,18 @@ class CaseRunner:
         self.second_call_s = time.perf_counter() - t0
         return self.second_call_s
 
+    def warm_up(self) -> int:
+        """Discarded calls until ``warmup_s`` seconds have passed (none by default); returns their count.
+
+        A time, not a count: what settles (clocks, temperature, the host's caches) settles in
+        seconds whatever one call costs.
+        """
+        t0 = self.now()
+        while self.now() - t0 < self.settings.warmup_s:
+            self._generate(-3 - self.warmup_calls)
+            self.warmup_calls += 1
+        return self.warmup_calls
+
     def plan_rounds(self) -> int:
         """Requested rounds, raised so that ``energy_windows`` windows of >= energy_window_s fit.
 
@@ -315,6 +333,7 @@ class CaseRunner:
             return
         self.rounds_done.append(timing)
         self.last_cache = getattr(out, "past_key_values", None)
+        self.gpu_states.append(GpuState.read(self.gpu))  # after the timed call, never inside it
         if self.energy_meter is not None:
             self._window_rounds += 1
             self._window_tokens += timing.new_tokens * timing.batch_size
@@ -423,6 +442,9 @@ class CaseRunner:
             "params_active": loaded.params.active,
             "rounds": len(rounds),
             "warmup_rounds": self.warmup_rounds,
+            "warmup_s": self.settings.warmup_s,
+            "warmup_calls": self.warmup_calls,
+            "gpu_state": summarize_gpu_states(self.gpu_states),
             "percentile_method": "numpy linear (type 7)",
             "token_clock": self.clock.kind,
             "first_call_s": self.first_call_s,

@@ -138,7 +138,8 @@ class MoeperfSession:
     # --- one case --------------------------------------------------------------------------
     def settings(self) -> MeasureSettings:
         o = self.options
-        return MeasureSettings(rounds=o.rounds, warmup_rounds=o.warmup_rounds, energy_window_s=o.energy_window_s,
+        return MeasureSettings(rounds=o.rounds, warmup_rounds=o.warmup_rounds, warmup_s=o.warmup_s,
+                               energy_window_s=o.energy_window_s,
                                energy_windows=o.energy_windows, seed=o.seed, token_clock=o.token_clock)
 
     def measure_case(self, case: Case, run_rounds) -> dict:
@@ -165,6 +166,7 @@ class MoeperfSession:
             progress.priming(case.case_id, backend=case.backend)
             runner.prime()
             progress.primed(case.case_id, first_call_s=runner.first_call_s, second_call_s=runner.second_call_s)
+            runner.warm_up()
             rounds = runner.plan_rounds()
             per_round = min(t for t in (runner.first_call_s, runner.second_call_s) if t is not None)
             progress.rounds_started(case.case_id, rounds=rounds, warmup_rounds=runner.warmup_rounds,

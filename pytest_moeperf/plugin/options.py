@@ -231,6 +231,7 @@ class RunOptions:
     compile_cache: str | None = None
     token_clock: str = "auto"
     energy_split: bool = False  # also measure prefill J/request and decode J/token (energy_split.py)
+    warmup_s: float = 0.0  # discarded calls for this long after the priming calls
 
     def checkpoint_for(self, model: str) -> str | None:
         return dict(self.weights).get(model)
@@ -271,6 +272,7 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
         defaults["new_tokens"])
     rounds = _or(parse_int("--moeperf-rounds", get("moeperf_rounds")), defaults["rounds"])
     warmup = _or(parse_int("--moeperf-warmup-rounds", get("moeperf_warmup_rounds"), minimum=0), 0)
+    warmup_s = _or(parse_positive_float("--moeperf-warmup-s", get("moeperf_warmup_s")), 0.0)
     dtypes = parse_choices("--moeperf-dtype", get("moeperf_dtype"), DTYPES) or ["bf16"]
     backends = parse_choices("--moeperf-backend", get("moeperf_backend"), BACKENDS) or ["eager"]
     batches = parse_positive_ints("--moeperf-batch", get("moeperf_batch")) or [1]
@@ -304,7 +306,7 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
                       energy_window_s=window_s, energy_windows=windows, results_path=results_path, seed=seed,
                       routing=bool(get("moeperf_routing")),
                       compile_cache=parse_path("--moeperf-compile-cache", get("moeperf_compile_cache")),
-                      token_clock=token_clock, energy_split=bool(get("moeperf_energy_split")))
+                      token_clock=token_clock, energy_split=bool(get("moeperf_energy_split")), warmup_s=warmup_s)
 
 
 def _or(value, default):

@@ -37,6 +37,9 @@ def pytest_addoption(parser):
     add("--moeperf-new-tokens", metavar="N", default=None, help="comma-separated new tokens per round (default 16 CPU, 64 GPU)")
     add("--moeperf-rounds", metavar="N", default=None, help="minimum measured rounds per case (default 10)")
     add("--moeperf-warmup-rounds", metavar="N", default=None, help="discarded warm-up rounds after the two priming calls (default 0)")
+    add("--moeperf-warmup-s", metavar="S", default=None,
+        help="also discard calls for this many seconds after the priming calls, for clocks and temperature to "
+             "settle (default: none)")
     add("--moeperf-dtype", metavar="DTYPES", default=None, help=f"comma-separated, from {', '.join(DTYPES)} (default bf16)")
     add("--moeperf-backend", metavar="NAMES", default=None,
         help=f"comma-separated, from {', '.join(BACKENDS)} (static = static cache + torch.compile; default eager)")

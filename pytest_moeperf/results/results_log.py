@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 
 FINGERPRINT_FIELDS = ("rounds", "warmup_rounds", "energy_window_s", "energy_windows", "weights", "seed", "gpu",
-                      "device")
+                      "device", "warmup_s")
 
 
 def options_settings(options) -> dict:
@@ -25,6 +25,8 @@ def options_settings(options) -> dict:
     from pytest_moeperf import __version__
 
     fields = {k: v for k, v in dataclasses.asdict(options).items() if k in FINGERPRINT_FIELDS}
+    if not fields.get("warmup_s"):
+        fields.pop("warmup_s", None)  # added later: logs written without a time warm-up keep their print
     return json.loads(json.dumps({"moeperf": __version__, **fields}, sort_keys=True, default=str))
 
 
