@@ -77,7 +77,7 @@ def test_failure_label_names_an_oom_and_nothing_else():
     assert failure_label(OOM) == "OOM"
     assert failure_label("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB") == "OOM"
     assert failure_label("RuntimeError: inductor: compile failed") == "failed"
-    assert failure_label(None) == "failed"
+    assert failure_label(None) == failure_label(1) == "failed"
     assert failure_label(OOM, not_run=True) == "not run"
 
 

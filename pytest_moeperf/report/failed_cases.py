@@ -31,11 +31,11 @@ def parse_case_id(case_id: str) -> tuple[str, int, int, tuple[str, ...]] | None:
     return m.group("model"), int(m.group("context")), int(m.group("new")), rest
 
 
-def failure_label(error: str | None, not_run: bool = False) -> str:
+def failure_label(error, not_run: bool = False) -> str:
     """The short reason a table cell or plot marker shows for a case without numbers."""
     if not_run:
         return "not run"
-    text = (error or "").lower()
+    text = str(error or "").lower()  # whatever a hand-made document holds
     # torch: "CUDA out of memory. Tried to allocate ..." / "torch.OutOfMemoryError: ..."
     if "out of memory" in text or "outofmemoryerror" in text:
         return "OOM"
