@@ -52,7 +52,7 @@ def _bench(case: Case, *, cpu: bool, scale: float = 1.0, **overrides) -> dict:
         "peak_allocated_bytes": None if cpu else int(2.2e9 * (1 if moe else 1.5)),
         "peak_reserved_bytes": None if cpu else int(2.5e9 * (1 if moe else 1.5)),
         "peak_rss_bytes": int(3e8 * (1 if moe else 1.4)) if cpu else None,
-        "kv_cache_bytes": 4096 * case.context_tokens,
+        "kv_cache_bytes": 4096 * case.context_tokens, "kv_cache_measured_bytes": 4096 * case.context_tokens,
         "energy_j": None if cpu else 0.3 * e2e, "tokens_per_j": None if cpu else case.new_tokens / (0.3 * e2e),
         "j_per_1k_tokens": None if cpu else 1000 * 0.3 * e2e / case.new_tokens,
         "samples": {"ttft_ms": [ttft] * 3, "e2e_ms": [e2e] * 3},

@@ -115,6 +115,11 @@ METRICS: tuple[Metric, ...] = (
            "analytic bytes of the KV cache the model keeps after the last token, per layer type "
            "(sliding-window layers keep at most window-1 tokens)", title="KV cache, analytic",
            term=("KV MB", 1e-6, "{:.2f}")),
+    # gated too: the analytic figure follows the config alone, so only this one sees a library change
+    # that makes the real cache bigger
+    Metric("kv_cache_measured_bytes", "bytes", "lower", "memory",
+           "bytes of the keys and values tensors the cache returned by the last measured round holds "
+           "(sum of numel x element size over layers): the check on kv_cache_bytes", title="KV cache, measured"),
     Metric("energy_j", "J", "lower", "energy",
            "gross board energy per round (NVML total-energy counter over windows of consecutive "
            "rounds, divided by the rounds in the window); median over windows", "energy_j",

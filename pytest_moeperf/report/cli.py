@@ -1,9 +1,12 @@
-"""``python -m pytest_moeperf report RESULTS.json [--against BASELINE.json] -o DIR``.
+"""``python -m pytest_moeperf report RESULTS.json [MORE.json ...] [--against BASELINE.json] -o DIR``.
 
 Writes ``DIR/report.md`` (the paper's Tables 1-8, Tables 9-12 where the ablation cases
 exist, run metadata, metric definitions) and PNG plots, computed from the
-pytest-benchmark JSON alone. With ``--against`` every table gains baseline and change-%
-columns (matched by case id) and the plots show the baseline dashed / hatched.
+pytest-benchmark JSON alone. Several RESULTS files make one report (runs.py: rows merged by
+case id, later files winning), e.g. a core matrix and a long-context run; failed cases
+(``moeperf_failed``) show where their numbers would be (failed_cases.py). With ``--against``
+every table gains baseline and change-% columns (matched by case id) and the plots show the
+baseline dashed / hatched.
 
 Like is compared with like: a metric is compared only where the baseline has it under
 the same definition. A baseline transcribed from the paper (``extra_info.source ==
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from pytest_moeperf.report.rows import _serving_benches, load_results
+from pytest_moeperf.report.runs import load_runs
 from pytest_moeperf.report.tables import Report
 
 
@@ -26,7 +30,9 @@ from pytest_moeperf.report.tables import Report
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("results", metavar="RESULTS.json", help="pytest-benchmark JSON of a run (--benchmark-json)")
+    parser.add_argument("results", metavar="RESULTS.json", nargs="+",
+                        help="pytest-benchmark JSON of a run (--benchmark-json); several: one report, rows merged "
+                             "by case id, later files winning")
     parser.add_argument("--against", metavar="BASELINE.json",
                         help="a baseline to compare with (e.g. baselines/h100/paper-h100.json)")
     parser.add_argument("-o", "--output", metavar="DIR", default="report",
@@ -36,8 +42,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pytest_moeperf.serving import report as serving_report
 
-    serving = _serving_benches(args.results)
-    results = load_results(args.results, allow_empty=bool(serving))
+    paths = [args.results] if isinstance(args.results, str) else list(args.results)
+    serving = [b for p in paths for b in _serving_benches(p)]
+    results = load_runs(paths, allow_empty=bool(serving))
     baseline = load_results(args.against) if getattr(args, "against", None) else None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,18 @@ def metric_col(key: str, get: Callable[[Row], float | None] | None = None, **kw)
     return Col(m.header, get or _key(key), fmt, energy=m.kind == "energy", short=m.short, **kw)
 
 
+_BYTE_UNITS = {"GB": (1e-9, 2), "MB": (1e-6, 1)}  # decimal units, as the report says in its header
+
+
+def bytes_col(key: str, unit: str = "GB", **kw) -> Col:
+    """A registry metric stored in bytes, shown in decimal GB or MB: title from schema.METRICS."""
+    m = METRICS_BY_KEY[key]
+    if m.unit != "bytes":
+        raise ValueError(f"{key} is in {m.unit}, not bytes")
+    scale, digits = _BYTE_UNITS[unit]
+    return Col(f"{m.title or m.key} ({unit})", _key(key, scale), _fmt(digits), **kw)
+
+
 COL = {
     "ttft": metric_col("ttft_ms"),
     "ttft_p95": metric_col("ttft_ms_p95"),

@@ -24,6 +24,7 @@ from pytest_moeperf.metrics.stats import median_ci95, percentile
 
 GiB = 2.0**30
 BAND = (10, 90)  # percentiles of the shaded band
+LOG_Y_SPAN = 30  # a line plot whose values span this factor or more gets a log y axis
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
 
@@ -96,6 +97,7 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
     unit = "windows" if METRICS_BY_KEY.get(key) and METRICS_BY_KEY[key].kind == "energy" else "rounds"
     drawn = base_drawn = 0
     contexts: set[int] = set()
+    values: list[float] = []
     sources = [(report.res, False)] + ([(report.base, True)] if report.base is not None else [])
     n_series = max(1, len(report.series_names()))
     for res, is_base in sources:
@@ -104,14 +106,24 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
             val = r.v(key)
             if val is not None and not r.failed:
                 per[r.series].append((r.context, val * scale, spread(samples_of(r, key, lambda v: v * scale)), r))
-        for i, (series, pts) in enumerate(per.items()):
-            pts.sort(key=lambda p: p[0])
+        failed = {} if is_base else failed_points(report.core_rows(res))
+        for i, series in enumerate(dict.fromkeys([*per, *failed])):
+            pts = sorted(per.get(series, []), key=lambda p: p[0])
             # a small sideways shift per series keeps error bars of equal contexts apart
             shift = 1.0 + 0.025 * (i - (n_series - 1) / 2) + (0.012 if is_base else 0.0)
             xs = [p[0] * shift for p in pts]
             ys = [p[1] for p in pts]
             contexts.update(p[0] for p in pts)
+            values += ys
             color = cols.get(series)
+            marks = failed.get(series, [])
+            mark_failed(ax, [(c * shift, text) for c, text in marks], color)
+            contexts.update(c for c, _ in marks)
+            if not pts:  # every case of the series failed: its crosses still get a legend entry
+                if marks:
+                    ax.plot([], [], "x", color=color, label=f"{series}: {failed_label(marks)}")
+                    drawn += 1
+                continue
             ns = [p[2]["n"] for p in pts if p[2]]
             if not ns:  # no samples: say what n the summary came from (a paper's rounds)
                 ns_text = _n_text(sorted({int(p[3].ei["rounds"]) for p in pts
@@ -119,6 +131,8 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
             else:
                 ns_text = _n_text(ns, unit)
             label = f"{series}, {base_name(report)}: {ns_text}" if is_base else f"{series}: {ns_text}"
+            if marks:
+                label += "; " + failed_label(marks)
             ax.plot(xs, ys, "--" if is_base else "-", marker="s" if is_base else "o", color=color, label=label,
                     alpha=0.75 if is_base else 1.0, markersize=4 if is_base else 5, linewidth=1.2 if is_base else 1.8)
             banded = [(x, p[2]) for x, p in zip(xs, pts) if p[2]]
@@ -136,14 +150,15 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
                             fmt="none", ecolor=color, elinewidth=1.2, capsize=3, alpha=0.9)
             drawn += 1
             base_drawn += is_base
-    ax.set_xlabel("context (tokens)")
+    context_axis(ax, contexts)
     ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    if contexts and max(contexts) / max(1, min(contexts)) >= 4:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(contexts))
-        ax.set_xticklabels([str(c) for c in sorted(contexts)])
-        ax.minorticks_off()
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) >= LOG_Y_SPAN:  # else the short contexts lie flat on 0
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 100, 1000, not 10^2, 10^3
+        ax.set_ylabel(f"{ylabel}, log scale")
     if drawn:
         # below the axes: inside, with up to ten series, it covered the data
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
@@ -152,6 +167,45 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
     if drawn and report.base is not None and not base_drawn:
         ax.text(0.01, 0.01, f"{base_name(report)}: no values for this metric", transform=ax.transAxes, fontsize=7,
                 color="gray")
+
+
+def context_axis(ax, contexts: set[int]) -> None:
+    """The context x axis: log2 with a tick at each context where they span 4x or more."""
+    ax.set_xlabel("context (tokens)")
+    ax.grid(True, alpha=0.3)
+    if contexts and max(contexts) / max(1, min(contexts)) >= 4:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(contexts))
+        ax.set_xticklabels([str(c) for c in sorted(contexts)])
+        ax.minorticks_off()
+
+
+def failed_points(rows) -> dict[str, list[tuple[int, str]]]:
+    """Per series, (context, short reason) of its failed cases: drawn as a cross, never as a value."""
+    from pytest_moeperf.report.failed_cases import failed_text
+
+    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for r in rows:
+        if r.failed and r.context is not None:
+            out[r.series].append((r.context, failed_text(r)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def failed_label(marks: list[tuple[int, str]]) -> str:
+    """The legend's words for a series' failed contexts: "OOM at 16384, 32768"."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for context, text in marks:
+        by_reason[text].append(str(context))
+    return "; ".join(f"{text} at {', '.join(cs)}" for text, cs in by_reason.items())
+
+
+def mark_failed(ax, points: list[tuple[float, str]], color) -> None:
+    """A cross and its reason ("OOM") at the bottom of the axes, at the failed case's context."""
+    for x, text in points:
+        ax.plot([x], [0.03], marker="x", markersize=8, mew=2, color=color, transform=ax.get_xaxis_transform(),
+                clip_on=False, linestyle="none")
+        ax.annotate(text, (x, 0.03), xycoords=ax.get_xaxis_transform(), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=7, color=color)
 
 
 def bar_panel(report, ax, get: Callable, ylabel: str, cols: dict, empty: str = "no data",
@@ -279,6 +333,12 @@ def _ape(report, plt):
     return fig
 
 
+def _memory(report, plt):
+    from pytest_moeperf.report import memory_plot
+
+    return memory_plot.draw(report, plt)
+
+
 _BASE = " The baseline is dashed (its band hatched where it has samples; the paper has none)."
 PLOTS: list[PlotSpec] = [
     PlotSpec("ttft_vs_context.png", "TTFT vs context", SPREAD_CAPTION + _BASE, _ttft),
@@ -289,6 +349,11 @@ PLOTS: list[PlotSpec] = [
     PlotSpec("peak_vram.png", "Peak memory at the largest context",
              "One value per case: the allocator peak over all measured rounds (CPU: peak RSS), so no spread. "
              "Baseline hatched.", _peak),
+    PlotSpec("memory_vs_context.png", "Memory vs context",
+             "One value per case (the allocator peak over all measured rounds; the KV cache after the last token), "
+             "so no spread. Left: allocator peak (solid) and weights (dotted). Right: KV cache from the analytic "
+             "formula (line) and read from the cache object (open circles); log axes. Crosses: failed cases, with "
+             "their reason. The run only (no baseline).", _memory),
     PlotSpec("ape.png", "Active-parameter efficiency at the largest context",
              "Bars: the case's APE from its medians. Error bars: 95 % bootstrap interval of the median of the "
              "per-round values divided by the active parameters; above each bar the number of rounds (APE-energy: "

@@ -141,6 +141,7 @@ class Results:
     rows: list[Row]
     by_id: dict[str, Row] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # shown on stderr by run()
+    sources: list["Results"] = field(default_factory=list)  # the runs a merged Results came from (runs.py)
 
     def __post_init__(self):
         for r in self.rows:
@@ -184,8 +185,8 @@ def _serving_benches(path) -> list[dict]:
     return [b for b in benches if isinstance(b, dict) and is_serving(b)]
 
 
-def load_results(path, allow_empty: bool = False) -> Results:
-    """Read a pytest-benchmark JSON document; ValueError (one line, naming the file) if unusable."""
+def read_document(path) -> dict:
+    """A pytest-benchmark JSON document's top level; ValueError (one line, naming the file) if unusable."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -208,19 +209,32 @@ def load_results(path, allow_empty: bool = False) -> Results:
         raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{p}: not a pytest-benchmark document (top level is not an object)")
-    benches = doc.get("benchmarks")
-    if not isinstance(benches, list):
+    if not isinstance(doc.get("benchmarks"), list):
         raise ValueError(f"{p}: no 'benchmarks' list (is this a pytest-benchmark --benchmark-json file?)")
+    return doc
+
+
+def load_results(path, allow_empty: bool = False) -> Results:
+    """Read a pytest-benchmark JSON document; ValueError (one line, naming the file) if unusable."""
+    return results_of(str(Path(path)), read_document(path), allow_empty)
+
+
+def results_of(p: str, doc: dict, allow_empty: bool = False) -> Results:
+    """The report rows of a document: its benchmarks, then its failed cases (``moeperf_failed``)."""
+    from pytest_moeperf.report.failed_cases import failed_rows
+
+    benches = doc["benchmarks"]
     # serving load points (extra_info["load_point"]) have their own section (serving/report.py)
     rows = [_row(b) for b in benches if isinstance(b, dict) and "load_point" not in (b.get("extra_info") or {})]
+    rows += failed_rows(doc)
     if not rows and not allow_empty:
         raise ValueError(f"{p}: no benchmarks")
     present = [(r, m.key) for r in rows for m in METRICS if r.ei.get(m.key) is not None]
     bad = [(r.case_id, key) for r, key in present if _num(r.ei.get(key)) is None]
-    if rows and len(bad) == len(present):
+    if any(not r.failed for r in rows) and len(bad) == len(present):
         raise ValueError(f"{p}: no benchmark has a numeric moeperf metric (ttft_ms, tpot_ms, ...); give the "
                          f"--benchmark-json of a benchmarks/ run, or python -m pytest_moeperf results LOG --json")
-    results = Results(str(p), doc, rows)
+    results = Results(p, doc, rows)
     if bad:
         results.warnings.append(f"{p}: {len(bad)} metric value(s) are not numbers and show as {DASH} "
                                 f"(e.g. {bad[0][1]} of {bad[0][0]})")

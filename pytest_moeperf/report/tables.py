@@ -11,6 +11,9 @@ from pytest_moeperf.report.report_format import DASH, split_table
 from pytest_moeperf.metrics.schema import METRICS
 from pytest_moeperf.report.columns import COL, Col, GB, GiB, _change, _fmt, _key, _pct, _sig, _table, ape_decode, ape_e2e, ape_energy, ape_inv_ttft, decode_per_gb, e2e_per_gb, mem_bytes, metric_col
 from pytest_moeperf.report.rows import Results, Row, _num
+from pytest_moeperf.report.context_tables import ContextTables
+from pytest_moeperf.report.failed_cases import failed_text
+from pytest_moeperf.report.runs import runs_table
 
 
 def _plot_files() -> tuple[str, ...]:
@@ -26,7 +29,7 @@ PLOT_FILES = _plot_files()
 # the report
 
 
-class Report:
+class Report(ContextTables):
     def __init__(self, results: Results, baseline: Results | None = None):
         self.res = results
         self.base = baseline
@@ -78,6 +81,8 @@ class Report:
         return text
 
     def value_cell(self, r: Row, col: Col, value: float | None) -> str:
+        if r.failed:  # what happened ("OOM"), never a number: a failed case's partial numbers are not results
+            return failed_text(r)
         if value is None and col.energy and r.ei.get("energy_unavailable"):
             return DASH + self.note(f"energy not measured: {r.ei['energy_unavailable']}")
         return col.fmt(value)
@@ -212,6 +217,9 @@ class Report:
             note = self.base.commit.get("note")
             if note:
                 out += ["", f"Baseline note: {note}"]
+        runs = runs_table(self.res)  # several files: which numbers came from which run
+        if runs:
+            out += [""] + runs[:-1]
         out += ["", "**Two throughputs.** *Decode throughput* is ours: (n − 1) tokens / (E2E − TTFT), prefill "
                 "excluded; *TPOT* is its inverse in ms/token. *E2E throughput* = n / E2E, prefill included, is "
                 "what the paper calls \"TPOT (tok/s)\". Against a paper baseline only E2E throughput is compared. "
@@ -239,64 +247,6 @@ class Report:
         out += ["### Table 1b: Throughput at the largest context", "",
                 "Decode throughput excludes prefill; E2E throughput includes it.", ""]
         return out + self.metric_table(rows, keys, [COL["decode"], COL["e2e"]])
-
-    def _by_context(self) -> list[Row]:
-        return sorted(self.core_rows(), key=lambda r: (r.context, self.series_names().index(r.series)))
-
-    def table2(self) -> list[str]:
-        out = ["### Table 2: Throughput and TPOT vs context", "",
-               "Decode throughput and TPOT exclude prefill; E2E throughput"
-               + (" (the paper's \"TPOT\")" if self.paper_side() else "") + " includes it.", ""]
-        cols = [COL["tpot"], COL["decode"], COL["e2e"]]
-        return out + self.metric_table(self._by_context(), self._keys("Context (tokens)", "Model"), cols)
-
-    def table3(self) -> list[str]:
-        out = ["### Table 3: TTFT vs context", "", "TTFT includes prefill.", ""]
-        return out + self.metric_table(self._by_context(), self._keys("Context (tokens)", "Model"),
-                                       [COL["ttft"], COL["ttft_p95"]])
-
-    def table4(self) -> list[str]:
-        out = ["### Table 4: Throughput change from the smallest to the largest context", "",
-               "Over the smallest and largest context all models share (else each model's own). Negative is a "
-               "decline." + (" The paper's Table 4 is 128 → 2048 tokens on its \"TPOT\" (= E2E throughput)."
-                             if self.paper_side() else ""), ""]
-        groups: dict[str, list[Row]] = defaultdict(list)
-        for r in self.core_rows():
-            groups[r.series].append(r)
-        # like Table 1: over the contexts all models share, where at least two are shared
-        common = set.intersection(*({r.context for r in rs} for rs in groups.values())) if groups else set()
-        if len(common) >= 2:
-            groups = {k: [r for r in rs if r.context in common] for k, rs in groups.items()}
-        side = "paper" if self.paper_side() else "baseline"
-        key_rows, cells = [], {"decode_tokens_per_s": [], "e2e_tokens_per_s": []}
-        for series, rows in groups.items():
-            if len(rows) < 2:
-                continue
-            lo, hi = rows[0], rows[-1]
-            key_rows.append([series, f"{lo.context} → {hi.context}"])
-            b_lo, b_hi = self.match(lo), self.match(hi)
-            for key, line in cells.items():
-                a, z = lo.v(key), hi.v(key)
-                base = None
-                if b_lo is not None and b_hi is not None:
-                    base = _change(b_hi.v(key), b_lo.v(key))
-                line.append([_fmt(2)(a), _fmt(2)(z), _pct(_change(z, a)), base])
-        if not key_rows:
-            return out + ["_Needs at least two contexts of one model._", ""]
-        parts, names = [], []
-        for key, name in (("decode_tokens_per_s", "Decode"), ("e2e_tokens_per_s", "E2E")):
-            lines = cells[key]
-            with_base = self.base is not None and any(line[3] is not None for line in lines)
-            headers = [f"{name} @smallest (tokens/s)", f"{name} @largest (tokens/s)", f"Δ {name} (%)"]
-            if with_base:
-                headers.append(f"{side} Δ {name} (%)")
-            parts.append((headers, [line[:3] + ([_pct(line[3])] if with_base else []) for line in lines]))
-            names.append(name)
-        out += split_table(["Model", "Context (tokens)"], key_rows, parts, names)
-        if any(len(h) == 4 for h, _ in parts):
-            out += ["", f"_{side} Δ: the same change over the same two contexts in the {side} (matched by "
-                    "case id)._"]
-        return out + [""]
 
     def table5(self) -> list[str]:
         rows = self.largest()
@@ -335,11 +285,6 @@ class Report:
                "tokens/J.", ""]
         cols = [COL["decode"], COL["e2e"], COL["energy"], COL["tpj"], COL["j1k"]]
         return out + self.metric_table(self.largest(), self._keys("Model", "Context (tokens)"), cols)
-
-    def table7(self) -> list[str]:
-        out = ["### Table 7: Energy per 1k generated tokens vs context", ""]
-        cols = [COL["j1k"], COL["tpj"], COL["energy"]]
-        return out + self.metric_table(self._by_context(), self._keys("Context (tokens)", "Model"), cols)
 
     def table8(self) -> list[str]:
         out = ["### Table 8: Active-parameter efficiency (APE) at the largest context", "",
@@ -503,8 +448,8 @@ class Report:
     def markdown(self) -> str:
         lines = self.header()
         lines += ["## Tables 1–8 (core matrix)", ""]
-        for fn in (self.table1, self.table2, self.table3, self.table4, self.table5, self.table6, self.table7,
-                   self.table8):
+        for fn in (self.table1, self.table2, self.table3, self.table4, self.table5, self.memory_table, self.table6,
+                   self.table7, self.table8):
             lines += fn()
         ablations = []
         for fn in (self.table9, self.table10, self.table11, self.table12, self.other_cases):
