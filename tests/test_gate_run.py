@@ -2,8 +2,9 @@
 
 The head is a committed H200 run (8 % slower decode) replayed through the real plugin, pytest-benchmark
 and the xdist merge: a conftest hands each case the committed extra_info instead of loading a model,
-so the run takes seconds on the CPU. Thresholds stay at their defaults; the baseline is the committed
-8-run folder baselines/h200-static, so history (pooled rounds, measured drift) must be used both ways.
+so the run takes seconds on the CPU. Thresholds stay at their defaults; the baseline is a storage folder of
+the 8 same-code runs baselines/h200-static began with (2026-11-29b/base), so history (pooled rounds,
+measured drift) must be used both ways.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pytest_moeperf.gate import verdicts as gate_verdicts
 from pytest_moeperf.gate.gate_run import GateRun
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIC = ROOT / "baselines" / "h200-static"
+SAME_CODE = ROOT / "baselines" / "h200-runs" / "2026-11-29b" / "base"
 HEAD = ROOT / "baselines" / "h200-runs" / "2026-11-29b" / "slow" / "run1.json"
 
 CONFTEST = f"""
@@ -50,7 +51,17 @@ def _verdicts(doc: dict) -> list:
                                            for m in b["metrics"]]) for b in doc["benchmarks"]]
 
 
+def _storage(root: Path) -> Path:
+    """The 8 runs in pytest-benchmark's storage layout (MACHINE/NNNN_NAME.json)."""
+    folder = root / "h200-static" / "Linux-CPython-3.12-64bit"
+    folder.mkdir(parents=True)
+    for i in range(1, 9):
+        (folder / f"{i:04d}_gpt-oss-20b-static.json").write_bytes((SAME_CODE / f"run{i}.json").read_bytes())
+    return folder.parent
+
+
 def test_xdist_and_plain_runs_get_the_same_verdicts(pytester: pytest.Pytester):
+    STATIC = _storage(pytester.path)
     pytester.makeconftest(CONFTEST)
     bench = pytester.mkdir("benchmarks")
     (bench / "test_deployment.py").write_text((ROOT / "benchmarks" / "test_deployment.py").read_text())

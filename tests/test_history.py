@@ -194,8 +194,16 @@ def test_h200_slowdown_is_a_change_point_and_the_same_code_runs_are_not(tmp_path
     (s,) = hist.series
     assert [(c.index, c.direction) for c in s.change_points] == [(8, "regression")]
     assert 7.0 < s.change_points[0].change_pct < 11.0
-    static, _ = h.load_runs(REPO / "baselines" / "h200-static")
-    assert not any(s.change_points for s in h.build_history(static, h.resolve_metrics([])).series)
+    same_code, _ = h.load_runs(H200_RUNS / "base")  # the 8 runs baselines/h200-static began with
+    assert not any(s.change_points for s in h.build_history(same_code, h.resolve_metrics([])).series)
+
+
+def test_the_refreshed_static_baselines_start_a_new_segment():
+    # baselines/h200-static: 8 runs of 2026-11-29 (one H200, sync token clock), then 6 of 2026-12-02
+    # (another H200, CUDA-event clock): history splits them there, so last-stable gates on the new 6
+    runs, _ = h.load_runs(REPO / "baselines" / "h200-static")
+    (s,) = h.build_history(runs, [schema.METRICS_BY_KEY["tpot_ms"]]).series
+    assert [c.index for c in s.change_points] == [8]
 
 
 def test_gate_against_the_last_stable_segment(cli, tmp_path):
