@@ -174,3 +174,36 @@ def test_rounds_record_the_collector_and_give_it_back(tiny_dense):
     assert gc.isenabled()
     h = info["host_gc"]
     assert h["policy"] == "between-rounds" and len(h["gc_ms"]) == 2 and h["collections"] == [0, 0]
+
+
+# --- long gaps inside a round (measure/round_gaps.py) ------------------------------------------------
+
+def test_a_pause_shows_as_one_long_gap_at_its_token():
+    from pytest_moeperf.measure.round_gaps import round_gaps
+
+    stamps = [200.0 + 10.0 * i for i in range(64)]
+    assert round_gaps(stamps) == {"max_gap_ms": pytest.approx(10.0), "max_gap_at_token": 2, "stall_ms": 0.0,
+                                  "long_gaps": 0}
+    paused = stamps[:30] + [s + 57.0 for s in stamps[30:]]  # 57 ms lost before token 31
+    g = round_gaps(paused)
+    assert g["max_gap_at_token"] == 31 and g["max_gap_ms"] == pytest.approx(67.0)
+    assert g["stall_ms"] == pytest.approx(57.0) and g["long_gaps"] == 1
+    assert round_gaps([5.0]) == {"max_gap_ms": None, "max_gap_at_token": None, "stall_ms": 0.0, "long_gaps": 0}
+
+
+@given(st.lists(st.floats(0.1, 100, allow_nan=False), min_size=1, max_size=80),
+       st.floats(0, 500, allow_nan=False), st.data())
+def test_stall_is_never_negative_and_finds_a_large_pause(gaps, pause, data):
+    from itertools import accumulate
+
+    from pytest_moeperf.measure.round_gaps import round_gaps
+
+    stamps = [0.0, *accumulate(gaps)]
+    g = round_gaps(stamps)
+    assert g["stall_ms"] >= 0 and 0 <= g["long_gaps"] <= len(gaps)
+    assert g["max_gap_ms"] == pytest.approx(max(gaps))
+    if len(gaps) >= 3 and pause > 3 * max(gaps):  # a pause far above every gap is counted, nearly whole
+        at = data.draw(st.integers(0, len(gaps) - 1))
+        bumped = gaps[:at] + [gaps[at] + pause] + gaps[at + 1:]
+        h = round_gaps([0.0, *accumulate(bumped)])
+        assert h["max_gap_at_token"] == at + 2 and h["stall_ms"] >= pause - max(gaps)

@@ -26,6 +26,7 @@ from pytest_moeperf.model.cases import DECODING_PRESETS, Case
 from pytest_moeperf.measure.energy import MIN_WINDOW_S
 from pytest_moeperf.measure.gpu_state import GpuState
 from pytest_moeperf.measure.host_gc import GcPolicy, GcWatch
+from pytest_moeperf.measure.round_gaps import summarize as summarize_round_gaps
 from pytest_moeperf.measure.gpu_state import summarize as summarize_gpu_states
 from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
 
@@ -461,6 +462,7 @@ class CaseRunner:
             "warmup_calls": self.warmup_calls,
             "gpu_state": summarize_gpu_states(self.gpu_states),
             "host_gc": self.gc_watch.summary(self.gc_policy.name),
+            "round_gaps": summarize_round_gaps(rounds),
             "percentile_method": "numpy linear (type 7)",
             "token_clock": self.clock.kind,
             "first_call_s": self.first_call_s,
