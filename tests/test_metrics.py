@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf.measure.measure import RoundTiming
+from pytest_moeperf.measure.token_clock import RoundTiming
 from pytest_moeperf.measure.memory import KvLayout, kv_cache_bytes
 from pytest_moeperf.plugin.options import parse_options
 from pytest_moeperf.metrics.derived import decode_step_bytes, roofline_fraction
@@ -149,7 +149,7 @@ def test_token_clock_does_one_sync_and_one_clock_read_per_token():
     H200 the event clock cost no measurable time: docs/metrics.md); counted with injected ones."""
     import torch
 
-    from pytest_moeperf.measure.measure import make_token_clock
+    from pytest_moeperf.measure.token_clock import make_token_clock
 
     calls = []
     ticks = iter(range(1000))
@@ -177,7 +177,7 @@ class _FakeEvent:
 def test_event_clock_stamps_are_round_start_plus_gpu_time():
     import torch
 
-    from pytest_moeperf.measure.measure import make_token_clock
+    from pytest_moeperf.measure.token_clock import make_token_clock
 
     clock = make_token_clock(None, "event", event_factory=_FakeEvent)
     ids = torch.zeros((2, 8), dtype=torch.long)
@@ -199,7 +199,7 @@ def test_event_clock_stamps_are_round_start_plus_gpu_time():
     ("sync", "cuda", "sync"), ("event", "cuda", "event"),
 ])
 def test_token_clock_kind(setting, device, kind):
-    from pytest_moeperf.measure.measure import token_clock_kind
+    from pytest_moeperf.measure.token_clock import token_clock_kind
 
     assert token_clock_kind(setting, device) == kind
 
@@ -208,7 +208,7 @@ def test_token_clock_kind(setting, device, kind):
     ("event", "cpu", "needs a CUDA device"), ("events", "cuda", "use one of auto, event, sync"),
 ])
 def test_token_clock_kind_errors(setting, device, words):
-    from pytest_moeperf.measure.measure import token_clock_kind
+    from pytest_moeperf.measure.token_clock import token_clock_kind
 
     with pytest.raises(ValueError, match=words):
         token_clock_kind(setting, device)

@@ -27,6 +27,7 @@ from pytest_moeperf.measure.energy import MIN_WINDOW_S
 from pytest_moeperf.measure.gpu_state import GpuState
 from pytest_moeperf.measure.host_gc import GcPolicy, GcWatch
 from pytest_moeperf.measure.round_gaps import summarize as summarize_round_gaps
+from pytest_moeperf.measure.token_clock import RoundTiming, _sync_fn, make_token_clock, token_clock_kind
 from pytest_moeperf.measure.gpu_state import summarize as summarize_gpu_states
 from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
 
@@ -47,120 +48,6 @@ class MeasureSettings:
     paper_ttft_trials: int = 5
     seed: int = 0
     token_clock: str = "auto"  # auto (CUDA events on cuda, else sync) | event | sync
-
-
-@dataclass(frozen=True)
-class RoundTiming:
-    """Host times of one generate() round, in ms from the call's start."""
-
-    e2e_ms: float
-    token_ms: tuple[float, ...]  # stamp of each new token (first = TTFT)
-    batch_size: int
-    throttled: bool = False
-    power_capped: bool = False
-
-    @property
-    def new_tokens(self) -> int:
-        return len(self.token_ms)
-
-    @property
-    def ttft_ms(self) -> float:
-        return self.token_ms[0]
-
-    @property
-    def tpot_ms(self) -> float | None:
-        n = self.new_tokens
-        return (self.e2e_ms - self.ttft_ms) / (n - 1) if n > 1 else None
-
-    @property
-    def itl_ms(self) -> list[float]:
-        t = self.token_ms
-        return [b - a for a, b in zip(t, t[1:])]
-
-    @property
-    def decode_tokens_per_s(self) -> float | None:
-        n = self.new_tokens
-        span_s = (self.e2e_ms - self.ttft_ms) / 1000.0
-        return self.batch_size * (n - 1) / span_s if n > 1 and span_s > 0 else None
-
-    @property
-    def e2e_tokens_per_s(self) -> float:
-        return self.batch_size * self.new_tokens / (self.e2e_ms / 1000.0)
-
-
-def _sync_fn(device: str):
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.synchronize
-    return lambda: None
-
-
-TOKEN_CLOCKS = ("auto", "event", "sync")
-
-
-def token_clock_kind(setting: str, device: str) -> str:
-    """The clock a round uses: CUDA events on a CUDA device unless ``sync`` is asked for."""
-    if setting not in TOKEN_CLOCKS:
-        raise ValueError(f"token clock {setting!r}: use one of {', '.join(TOKEN_CLOCKS)}")
-    on_cuda = str(device).startswith("cuda")
-    if setting == "event" and not on_cuda:
-        raise ValueError(f"token clock 'event' needs a CUDA device, not {device!r}; use auto or sync")
-    return "event" if setting == "event" or (setting == "auto" and on_cuda) else "sync"
-
-
-def make_token_clock(sync, kind: str = "sync", event_factory=None, now=time.perf_counter):
-    """A transformers StoppingCriteria that stamps each new token (``now()`` seconds: perf_counter).
-
-    ``sync``: sync the device, read the host clock. ``event``: record a CUDA event (no stall);
-    ``finish()`` turns the events into host times after the round's closing sync, as the
-    round's start time plus the GPU time from an event recorded at that start (the device is
-    idle then, so that event fires at once). ``event_factory`` makes the events (tests).
-    """
-    import torch
-    from transformers import StoppingCriteria
-
-    if kind == "event" and event_factory is None:
-        def event_factory():
-            return torch.cuda.Event(enable_timing=True)
-
-    class TokenClock(StoppingCriteria):
-        def __init__(self):
-            self.kind = kind
-            self.stamps: list[float] = []
-            self._events: list = []
-            self._start_event = None
-            self._t0 = 0.0
-            self._not_done = None
-
-        def begin(self, t0: float) -> None:
-            """The round starts at host time ``t0``, with the device idle."""
-            self.stamps = []
-            self._events = []
-            self._t0 = t0
-            if kind == "event":
-                self._start_event = event_factory()
-                self._start_event.record()
-
-        def __call__(self, input_ids, scores, **kwargs):
-            if kind == "event":
-                event = event_factory()
-                event.record()
-                self._events.append(event)
-            else:
-                sync()
-                self.stamps.append(now())
-            if self._not_done is None or self._not_done.shape[0] != input_ids.shape[0]:
-                self._not_done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-            return self._not_done
-
-        def finish(self) -> None:
-            """After the round's closing device sync: event stamps become host times."""
-            if kind == "event":
-                start = self._start_event
-                self.stamps = [self._t0 + start.elapsed_time(e) / 1000.0 for e in self._events]
-
-    return TokenClock()
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pytest_moeperf.model.cases import DECODING_PRESETS, Case
 from pytest_moeperf.model.context import ContextError, check_context_fits
-from pytest_moeperf.measure.measure import token_clock_kind
+from pytest_moeperf.measure.token_clock import token_clock_kind
 from pytest_moeperf.measure.host_gc import POLICIES as GC_POLICIES
 from pytest_moeperf.model.presets import CPU_DEFAULT_MODELS, GPU_DEFAULT_MODELS, get_preset
 
