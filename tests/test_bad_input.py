@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pytest_moeperf.gate import config as gate_config
@@ -474,8 +474,14 @@ def _results_then_compare_and_report(lines, capsys):
                 _one_line_error(code, out.err)
 
 
+_INFINITE = {"fullname": "benchmarks/test_deployment.py::test_generate[tiny-dense-c64-n4]",
+             "param": "tiny-dense-c64-n4", "stats": None}
+
+
 @given(doc=VALUES | st.builds(lambda recs: {"benchmarks": [r["benchmark"] for r in recs if r["type"] == "case"]},
                                st.lists(RECORDS, max_size=4)))
+@example(doc={"benchmarks": [{**_INFINITE, "extra_info": {"ttft_ms": 1.0, "rounds": float("inf")}}]})
+@example(doc={"benchmarks": [{**_INFINITE, "extra_info": {"ttft_ms": 1.0, "throttled_rounds": float("inf")}}]})
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_arbitrary_json_documents_give_a_result_or_one_line(doc, capsys, no_plots):
     with tempfile.TemporaryDirectory() as d:

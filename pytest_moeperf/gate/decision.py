@@ -243,7 +243,7 @@ def compare_metric(metric: Metric, base_extra: Mapping[str, Any], head_extra: Ma
 
 def _throttled(extra: Mapping[str, Any]) -> int:
     v = extra.get("throttled_rounds")
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 0
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 else 0
 
 
 def _adjust(cmp: MetricComparison, throttled: int, allowed: bool) -> MetricComparison:

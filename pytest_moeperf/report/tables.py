@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -180,7 +182,7 @@ class Report(ContextTables):
         elif ci.get("paper"):
             commit = f"none ({ci['paper']})"
         rounds = sorted({int(x) for r in res.rows for x in (r.ei.get("rounds"), r.stats.get("rounds"))
-                         if isinstance(x, (int, float)) and not isinstance(x, bool)})
+                         if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)})
         failed = sum(r.failed for r in res.rows)
         models = []
         for r in res.rows:
