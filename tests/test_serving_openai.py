@@ -92,7 +92,7 @@ def test_parse_endpoint_defaults_and_one_line_errors():
            ({"moeperf_endpoint": "http://h:99999/v1", "moeperf_endpoint_model": "m"}, "not a URL"),
            ({"moeperf_endpoint": "http://h/v1", "moeperf_endpoint_model": "m", "moeperf_endpoint_api": "x"}, "chat"),
            ({"moeperf_endpoint": "http://h/v1", "moeperf_endpoint_model": "m", "moeperf_endpoint_timeout_s": "0"},
-            "positive"),
+            "--moeperf-endpoint-timeout-s: 0 must be > 0"),
            ({"moeperf_endpoint": "http://h/v1", "moeperf_endpoint_model": "m", "moeperf_endpoint_gpu_index": "a"},
             "NVML index")]
     for values, message in bad:

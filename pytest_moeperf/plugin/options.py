@@ -106,18 +106,23 @@ def parse_choice(name: str, raw, allowed) -> str | None:
     return item
 
 
-def parse_positive_float(name: str, raw) -> float | None:
-    """One finite number > 0; None when not given."""
-    item = parse_one(name, raw)
-    if item is None:
-        return None
+def positive_number(name: str, item: str, whole: bool = False) -> float | int:
+    """One item as a finite number > 0 (a whole one when ``whole``); the one check every option's numbers take."""
     try:
         v = float(item)
     except ValueError:
         raise ValueError(f"{name}: {item!r} is not a number") from None
     if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name}: must be a finite number > 0, got {item}")
-    return v
+        raise ValueError(f"{name}: {item} must be > 0 (a finite number)")
+    if whole and v != int(v):
+        raise ValueError(f"{name}: {item} is not a whole number")
+    return int(v) if whole else v
+
+
+def parse_positive_float(name: str, raw) -> float | None:
+    """One finite number > 0; None when not given."""
+    item = parse_one(name, raw)
+    return None if item is None else positive_number(name, item)
 
 
 def parse_path(name: str, raw) -> str | None:

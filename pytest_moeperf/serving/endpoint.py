@@ -6,9 +6,10 @@ and the fix; the plugin turns it into pytest.UsageError.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from pytest_moeperf.plugin.options import parse_positive_float
 
 APIS = ("chat", "completions")
 # Ways to force the output length past EOS, tried in this order when "auto" (docs/serving.md):
@@ -56,15 +57,8 @@ def check_base_url(url: str) -> str:
 
 
 def _positive(raw, option: str, default: float) -> float:
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{option}: {raw!r} is not a positive number of seconds")
-    return value
+    value = parse_positive_float(option, raw)  # the suite's one rule for a number
+    return default if value is None else value
 
 
 def parse_endpoint(get) -> EndpointConfig | None:

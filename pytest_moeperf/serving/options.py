@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pytest_moeperf.plugin.options import parse_list
+from pytest_moeperf.plugin.options import parse_int, parse_list, parse_positive_float, positive_number
 
 from .engine import CUDA_GRAPHS, EngineOptions
 from .loadgen import LoadPoint
@@ -39,27 +39,13 @@ def _distinct(values: list, option: str) -> list:
 
 
 def _number(item: str, option: str, whole: bool) -> float:
-    try:
-        v = float(item)
-    except ValueError:
-        raise ValueError(f"{option}: {item!r} is not a number; e.g. {option} {'1,4,16' if whole else '0.5,1,2'}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{option}: {item} must be > 0 (a finite number)")
-    if whole and v != int(v):
-        raise ValueError(f"{option}: {item} is not a whole number of users")
-    return int(v) if whole else v
+    return positive_number(option, item, whole)
 
 
 def _int_opt(raw, option: str, default, minimum: int = 1):
-    if raw is None:
-        return default
-    try:
-        v = int(str(raw))
-    except ValueError:
-        raise ValueError(f"{option}: {raw!r} is not a whole number") from None
-    if v < minimum:
-        raise ValueError(f"{option}: {v} is below the minimum of {minimum}")
-    return v
+    """A whole-number option by the suite's one rule (plugin/options.parse_int), or its default."""
+    v = parse_int(option, raw, minimum)
+    return default if v is None else v
 
 
 @dataclass(frozen=True)
@@ -179,13 +165,8 @@ def parse_serving_options(get, run_options, endpoint_model: str | None = None) -
     sweep = get("moeperf_sweep") or "stop"
     if sweep not in SWEEP_MODES:
         raise ValueError(f"--moeperf-sweep: unknown {sweep!r}; use stop (end a sweep at saturation) or full")
-    timeout = get("moeperf_point_timeout_s")
-    try:
-        timeout_s = float(timeout) if timeout is not None else d["timeout_s"]
-    except ValueError:
-        raise ValueError(f"--moeperf-point-timeout-s: {timeout!r} is not a number of seconds") from None
-    if not (timeout_s > 0 and math.isfinite(timeout_s)):
-        raise ValueError("--moeperf-point-timeout-s: must be > 0")
+    timeout_s = parse_positive_float("--moeperf-point-timeout-s", get("moeperf_point_timeout_s"))
+    timeout_s = d["timeout_s"] if timeout_s is None else timeout_s
     return ServingOptions(points=points, requests=_int_opt(get("moeperf_requests"), "--moeperf-requests", None),
                           warmup_requests=_int_opt(get("moeperf_warmup_requests"), "--moeperf-warmup-requests", 4, 0),
                           engine=engine, slos=tuple(MLPERF_SLOS.values()) + tuple(s for s in slos if s.name not in MLPERF_SLOS),

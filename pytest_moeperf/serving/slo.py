@@ -8,8 +8,9 @@ in /work/shared/notes/field-facts.md from MLPerf's own sources.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from pytest_moeperf.plugin.options import positive_number
 
 SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
 
@@ -61,11 +62,5 @@ def parse_slo(text: str) -> Slo:
         key, sep, value = part.strip().partition("=")
         if key not in SLO_METRICS:
             raise ValueError(f"--moeperf-slo: unknown SLO metric {key!r} in {raw!r}; use {', '.join(SLO_METRICS)}")
-        try:
-            v = float(value)
-        except ValueError:
-            raise ValueError(f"--moeperf-slo: {key}={value!r} is not a number of milliseconds") from None
-        if not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"--moeperf-slo: {key} must be > 0 ms, got {value}")
-        limits[key] = v
+        limits[key] = positive_number(f"--moeperf-slo {key} (ms)", value)
     return Slo(name=raw, source="--moeperf-slo", **limits)
