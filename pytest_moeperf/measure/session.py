@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pytest_moeperf.model.cases import Case
 from pytest_moeperf.measure.measure import CaseRunner, MeasureSettings
-from pytest_moeperf.plugin.options import GPU_KINDS, RunOptions
+from pytest_moeperf.measure.run_options import GPU_KINDS, RunOptions
 from pytest_moeperf.measure.progress import NULL_PROGRESS, Progress
 from pytest_moeperf.results.results_log import ResultsLog
 
@@ -150,7 +150,7 @@ class MoeperfSession:
         Failures (CUDA OOM, compile errors, ...) raise CaseFailed
         with one line, after memory is released, so the session goes on with the next case.
         """
-        from pytest_moeperf.plugin.options import check_case
+        from pytest_moeperf.measure.run_options import check_case
 
         check_case(case)  # what the plugin checks at collection (context vs positions, axes): ValueError
         import torch
