@@ -333,9 +333,16 @@ def test_two_gloo_ranks_split_the_moe_experts_and_the_dense_layers(tmp_path):
     # rank holds half of tiny-moe's 4 experts (attention whole), and a half of tiny-dense's q_proj
     script = tmp_path / "tp.py"
     script.write_text(TP_SCRIPT)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-                           "tiny-moe", "tiny-dense"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    out = proc.stdout + proc.stderr
+    for attempt in (1, 2):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                               str(script), "tiny-moe", "tiny-dense"], capture_output=True, text=True, timeout=300,
+                               cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        # once in a full suite on 2 busy cores, a gloo rank aborted in C++ teardown ("terminate called
+        # without an active exception", the agent then SIGTERMs the other): run it again once, for
+        # that abort only; any other failure, or the same one twice, fails here
+        if proc.returncode == 0 or "terminate called without an active exception" not in out:
+            break
     assert proc.returncode == 0, out[-4000:]
     results = [json.loads(ln) for r in (0, 1) for ln in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()]
     by = {(r["model"], r["rank"]): r for r in results}
