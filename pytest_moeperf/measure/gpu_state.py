@@ -10,7 +10,7 @@ and the temperature; ``extra_info["gpu_state"]`` keeps the per-round values and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import median
+from pytest_moeperf.metrics.stats import median
 
 FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "temperature_c")
 

@@ -11,7 +11,7 @@ at the collector.
 
 from __future__ import annotations
 
-from statistics import median
+from pytest_moeperf.metrics.stats import median
 
 STALL_FACTOR = 2.0
 
