@@ -89,6 +89,9 @@ def test_warm_up_time_and_gc_policy():
     assert parse(moeperf_warmup_s="30", moeperf_gc="between-rounds").warmup_s == 30.0
     assert "choose one of on, freeze, between-rounds" in refused(moeperf_gc="off")
     assert "> 0" in refused(moeperf_warmup_s="-1")
+    # added later: at their defaults they stay out of the results log's print, so earlier logs resume
+    assert not {"warmup_s", "gc"} & set(options_settings(parse()))
+    assert options_settings(parse(moeperf_warmup_s="30", moeperf_gc="freeze"))["gc"] == "freeze"
 
 
 def test_rounds_2_5_is_refused_not_cut_to_2():

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 POLICIES = ("on", "freeze", "between-rounds")
+DEFAULT_POLICY = POLICIES[0]  # Python's own collector, as a deployment runs
 
 
 @dataclass
@@ -74,7 +75,7 @@ class GcWatch:
 class GcPolicy:
     """Applies one of POLICIES for the measured rounds and undoes it after (``restore``, idempotent)."""
 
-    name: str = "on"
+    name: str = DEFAULT_POLICY
     _applied: bool = False
     _was_enabled: bool = True
 
@@ -83,7 +84,7 @@ class GcPolicy:
             raise ValueError(f"unknown GC policy {self.name!r}; choose one of {', '.join(POLICIES)}")
 
     def apply(self) -> None:
-        if self._applied or self.name == "on":
+        if self._applied or self.name == DEFAULT_POLICY:
             return
         self._applied, self._was_enabled = True, gc.isenabled()
         if self.name == "freeze":

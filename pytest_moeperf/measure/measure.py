@@ -25,10 +25,10 @@ from pytest_moeperf.metrics import derived
 from pytest_moeperf.model.cases import DECODING_PRESETS, Case
 from pytest_moeperf.measure.energy import MIN_WINDOW_S
 from pytest_moeperf.measure.gpu_state import GpuState
-from pytest_moeperf.measure.host_gc import GcPolicy, GcWatch
+from pytest_moeperf.measure.gpu_state import summarize as summarize_gpu_states
+from pytest_moeperf.measure.host_gc import DEFAULT_POLICY, GcPolicy, GcWatch
 from pytest_moeperf.measure.round_gaps import summarize as summarize_round_gaps
 from pytest_moeperf.measure.token_clock import RoundTiming, _sync_fn, make_token_clock, token_clock_kind
-from pytest_moeperf.measure.gpu_state import summarize as summarize_gpu_states
 from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
 
 
@@ -41,7 +41,7 @@ class MeasureSettings:
     rounds: int = 10
     warmup_rounds: int = 0  # --moeperf-warmup-rounds' default: the two priming calls warm up already
     warmup_s: float = 0.0  # --moeperf-warmup-s: discarded calls for this long after priming (warm_up)
-    gc: str = "on"  # --moeperf-gc: the collector during the rounds (host_gc.POLICIES)
+    gc: str = DEFAULT_POLICY  # --moeperf-gc: the collector during the rounds (host_gc.POLICIES)
     energy_window_s: float = 5.0
     energy_windows: int = 5
     max_rounds: int = 400

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pytest_moeperf.measure.host_gc import DEFAULT_POLICY
 from pytest_moeperf.model.cases import DECODING_PRESETS, Case
 from pytest_moeperf.model.context import ContextError, check_context_fits
 from pytest_moeperf.model.presets import get_preset
@@ -88,7 +89,7 @@ class RunOptions:
     token_clock: str = "auto"
     energy_split: bool = False  # also measure prefill J/request and decode J/token (energy_split.py)
     warmup_s: float = 0.0  # discarded calls for this long after the priming calls
-    gc: str = "on"  # the garbage collector during the rounds (measure/host_gc.py)
+    gc: str = DEFAULT_POLICY  # the garbage collector during the rounds (measure/host_gc.py)
 
     def checkpoint_for(self, model: str) -> str | None:
         return dict(self.weights).get(model)

@@ -11,7 +11,7 @@ import math
 from pytest_moeperf.model.cases import DECODING_PRESETS
 from pytest_moeperf.model.context import ContextError, check_context_fits
 from pytest_moeperf.measure.token_clock import token_clock_kind
-from pytest_moeperf.measure.host_gc import POLICIES as GC_POLICIES
+from pytest_moeperf.measure.host_gc import DEFAULT_POLICY as DEFAULT_GC_POLICY, POLICIES as GC_POLICIES
 from pytest_moeperf.model.presets import CPU_DEFAULT_MODELS, GPU_DEFAULT_MODELS, get_preset
 from pytest_moeperf.measure.run_options import (  # noqa: F401  the plugin's names, kept here too
     BACKENDS, CONTEXT_MODES, CPU_DEFAULTS, DEFAULT_RESULTS_PATH, DEFAULT_VERDICT_JSON, DTYPES, EXPERTS, GPU_DEFAULTS,
@@ -184,7 +184,7 @@ def parse_options(get, cuda_available: bool) -> RunOptions:
     rounds = _or(parse_int("--moeperf-rounds", get("moeperf_rounds")), defaults["rounds"])
     warmup = _or(parse_int("--moeperf-warmup-rounds", get("moeperf_warmup_rounds"), minimum=0), 0)
     warmup_s = _or(parse_positive_float("--moeperf-warmup-s", get("moeperf_warmup_s")), 0.0)
-    gc_policy = parse_choice("--moeperf-gc", get("moeperf_gc"), GC_POLICIES) or "on"
+    gc_policy = parse_choice("--moeperf-gc", get("moeperf_gc"), GC_POLICIES) or DEFAULT_GC_POLICY
     dtypes = parse_choices("--moeperf-dtype", get("moeperf_dtype"), DTYPES) or ["bf16"]
     backends = parse_choices("--moeperf-backend", get("moeperf_backend"), BACKENDS) or ["eager"]
     batches = parse_positive_ints("--moeperf-batch", get("moeperf_batch")) or [1]

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 
 FINGERPRINT_FIELDS = ("rounds", "warmup_rounds", "energy_window_s", "energy_windows", "weights", "seed", "gpu",
                       "device", "warmup_s", "gc")
+# added after logs were written: in the print only when set off their default, so earlier logs keep theirs
+LATER_FIELDS = ("warmup_s", "gc")
 
 
 def options_settings(options) -> dict:
@@ -24,10 +26,9 @@ def options_settings(options) -> dict:
 
     from pytest_moeperf import __version__
 
-    fields = {k: v for k, v in dataclasses.asdict(options).items() if k in FINGERPRINT_FIELDS}
-    for key, default in (("warmup_s", 0.0), ("gc", "on")):  # added later: earlier logs keep their print
-        if fields.get(key, default) == default:
-            fields.pop(key, None)
+    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    fields = {k: v for k, v in dataclasses.asdict(options).items()
+              if k in FINGERPRINT_FIELDS and not (k in LATER_FIELDS and v == defaults[k])}
     return json.loads(json.dumps({"moeperf": __version__, **fields}, sort_keys=True, default=str))
 
 
