@@ -15,11 +15,12 @@ for side in base slow05 slow15; do
   done
 done
 verdict() { python -m pytest_moeperf compare "$@" 2>&1 | head -1; }
-line() { python -m pytest_moeperf compare "$@" 2>&1 | grep -E "^\| *(tpot_ms|itl_ms_p50|decode_tokens_per_s|e2e_ms_p50|j_per_1k_tokens) " ; }
+# the gated decode metrics and energy of a comparison, from its verbose table
+line() { python -m pytest_moeperf compare "$@" -v 2>&1 | grep -E "  (tpot_ms|itl_ms_p50|decode_tokens_per_s|e2e_ms_p50|j_per_1k_tokens) \[" ; }
 echo "## the recipe: every stored run a side"
 for s in slow15 slow05; do
   echo "base (all) -> $s (all): $(verdict "$G/base" --all-runs "$G/$s"/*.json)"
-  line "$G/base" --all-runs "$G/$s"/*.json --markdown /dev/stdout -v | sort -u
+  line "$G/base" --all-runs "$G/$s"/*.json
 done
 echo "slow15 (all) -> base (all), the improvement direction: $(verdict "$G/slow15" --all-runs "$G"/base/*.json)"
 echo "## same code, split odd/even"
