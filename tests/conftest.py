@@ -5,28 +5,13 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+# pytester's in-process runs drop from sys.modules what was first imported inside them, but torch's C++ operator
+# registrations stay: a later import of torch.distributed (transformers' model loading imports it) then fails with
+# "Only a single TORCH_LIBRARY can be used to register the namespace c10d_functional" (test order dependent:
+# tests/test_serving_openai_server.py failed so under `-m e2e`). Imported once here, before any such run.
+import transformers.modeling_utils  # noqa: F401
 
-
-def save_tiny_checkpoint(model_name: str, folder: pathlib.Path, seed: int = 0) -> pathlib.Path:
-    """Save preset ``model_name`` with seeded random weights as a real checkpoint folder.
-
-    What a user's checkpoint holds: config.json, model.safetensors, the tokenizer files and
-    the chat template, all written by transformers' own ``save_pretrained``, so loading it
-    takes the same path as real weights (``--moeperf-weights NAME=FOLDER``).
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from pytest_moeperf.model.presets import get_preset
-    from pytest_moeperf.model.tokenizer import build_offline_tokenizer
-
-    preset = get_preset(model_name)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(preset.make_config())
-    model.save_pretrained(folder)
-    tokenizer = build_offline_tokenizer(preset.family, preset.vocab_size)
-    tokenizer.save_pretrained(folder)
-    return folder
+from pytest_moeperf.model.save_tiny import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,21 @@ Modes: ok (3 chunks + usage + [DONE]), slow (one chunk every 0.2 s, 200 chunks),
 the connection closes mid-body), json (answers stream=true with application/json), stall (headers and
 one chunk, then nothing), 503 (every request), 422 (every request), serial (one request at a time,
 ``max_tokens`` chunks 10 ms apart, 10 ms more per queued request: a server the load overwhelms).
+Hostile modes, every byte TRICKLE_S apart so no single read ever times out: trickle-status (the status
+line and headers a byte at a time), trickle-body (SSE headers, then the body a byte at a time, never
+ending), keepalive (SSE headers, then ``: ping`` comments forever, never an event), endless (content
+chunks forever, never a finish_reason), redirect (307 to /v2/..., the same path under another root).
+fast: keep-alive connections, every answer written at once (``max_tokens`` chunks, a finish chunk, a
+usage chunk, [DONE]) by an asyncio Protocol: the cheapest server here, for the client's speed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
+import re
 import sys
 
 
@@ -28,6 +37,9 @@ def _chunk(text: str, finish=None, usage=None) -> dict:
     return obj
 
 
+TRICKLE_S = 0.05
+REQUESTS = [0]  # requests read so far (an in-process stub's test can wait on it)
+_SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
 _SERIAL = None  # asyncio.Lock of the serial mode, made in the server's loop
 
 
@@ -39,6 +51,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mo
             if line.lower().startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
         body = await reader.readexactly(length) if length else b""
+        REQUESTS[0] += 1
         if mode == "serial":
             await _serial(writer, json.loads(body or b"{}").get("max_tokens", 4))
             return
@@ -47,6 +60,9 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mo
             writer.write(f"HTTP/1.1 {mode} Nope\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
                          f"connection: close\r\n\r\n".encode() + body)
             await writer.drain()
+            return
+        if mode in HOSTILE:
+            await HOSTILE[mode](writer)
             return
         if mode == "json":
             body = json.dumps({"model": "stub", "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
@@ -83,6 +99,47 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mo
         writer.close()
 
 
+async def _trickle(writer, data: bytes) -> None:
+    for i in range(len(data)):
+        writer.write(data[i:i + 1])
+        await writer.drain()
+        await asyncio.sleep(TRICKLE_S)
+
+
+async def _trickle_status(writer) -> None:
+    await _trickle(writer, _SSE_HEAD + b"connection: close\r\n\r\n" + _event(_chunk("a")) * 100)
+
+
+async def _trickle_body(writer) -> None:
+    writer.write(_SSE_HEAD + b"connection: close\r\n\r\n")
+    while True:
+        await _trickle(writer, _event(_chunk("a")))
+
+
+async def _keepalive(writer) -> None:
+    writer.write(_SSE_HEAD + b"connection: close\r\n\r\n")
+    while True:
+        writer.write(b"8\r\n: ping\n\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(TRICKLE_S)
+
+
+async def _endless(writer) -> None:
+    writer.write(_SSE_HEAD + b"connection: close\r\n\r\n")
+    while True:
+        writer.write(_event(_chunk("a")))
+        await writer.drain()
+        await asyncio.sleep(TRICKLE_S)
+
+
+async def _redirect(writer) -> None:
+    writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /v2/chat/completions\r\ncontent-length: 0\r\n"
+                 b"connection: close\r\n\r\n")
+    await writer.drain()
+
+
+HOSTILE = {"trickle-status": _trickle_status, "trickle-body": _trickle_body, "keepalive": _keepalive,
+           "endless": _endless, "redirect": _redirect}
 _WAITING = [0]
 
 
@@ -90,7 +147,8 @@ async def _serial(writer, n: int) -> None:
     _WAITING[0] += 1
     async with _SERIAL:
         _WAITING[0] -= 1
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                     b"connection: close\r\n\r\n")  # it serves one request per connection: says so
         for _ in range(n):
             # slower the more requests queue (a thrashing server): more load never adds throughput,
             # whatever the client's own overhead on a busy machine
@@ -101,11 +159,62 @@ async def _serial(writer, n: int) -> None:
         await writer.drain()
 
 
+_MAX_TOKENS = re.compile(rb'"max_tokens":\s*(\d+)')
+
+
+@functools.lru_cache(maxsize=64)
+def _fast_answer(n: int) -> bytes:
+    body = b"".join(_event(_chunk("x")) for _ in range(n)) + _event(_chunk("", "length"))
+    usage = {"model": "stub", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": n}}
+    return _SSE_HEAD + b"\r\n" + body + _event(usage) + _event("[DONE]") + b"0\r\n\r\n"
+
+
+class FastStub(asyncio.Protocol):
+    """Keep-alive HTTP/1.1, pipelining-safe: each complete request gets its whole answer in one write."""
+
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            head = self.buf[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(self.buf) < end + 4 + length:
+                return
+            body, self.buf = self.buf[end + 4:end + 4 + length], self.buf[end + 4 + length:]
+            found = _MAX_TOKENS.search(body)
+            self.transport.write(_fast_answer(int(found.group(1)) if found else 4))
+
+
 async def serve(mode: str) -> asyncio.AbstractServer:
     """Start the stub on 127.0.0.1 (a free port): ``server.sockets[0].getsockname()[1]``."""
     global _SERIAL
+    if mode == "fast":
+        return await asyncio.get_running_loop().create_server(FastStub, "127.0.0.1", 0)
     _SERIAL = asyncio.Lock()  # one per server (and event loop)
     return await asyncio.start_server(lambda r, w: _handle(r, w, mode), "127.0.0.1", 0)
+
+
+@contextlib.contextmanager
+def spawned(folder, mode: str):
+    """This stub as a process of its own (a server a test can kill): yields ``(process, port)``; the
+    process is killed at the end if it still runs. ``folder`` holds the file it writes its port to."""
+    import subprocess
+    import time
+
+    port_file = folder / "port"
+    proc = subprocess.Popen([sys.executable, __file__, str(port_file), mode])
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        yield proc, int(port_file.read_text())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 async def _main(port_file: str, mode: str) -> None:
@@ -116,7 +225,7 @@ async def _main(port_file: str, mode: str) -> None:
 
     os.replace(port_file + ".tmp", port_file)
     async with server:
-        await asyncio.sleep(120)  # bounded: the test kills it long before
+        await asyncio.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 120)  # bounded: the test kills it long before
 
 
 if __name__ == "__main__":

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from pytest_moeperf.results.results_log import read_log
 
+from bench_project import copy_benchmark
+
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess or pytester
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_TEXT = (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8")
 SAMPLED = ("top_p0.9", "top_k50", "temp1.5", "temp0.3")
 DECODINGS = ("greedy",) + SAMPLED
 # the fault injected in run 3: the error CPU kernels without Half support raise
@@ -46,9 +47,7 @@ def _one_cpu_thread(monkeypatch):
 
 def _run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict, list[dict], str]:
     """One benchmark run; returns the result, the --benchmark-json document, the log records, the output."""
-    d = pytester.path / "benchmarks"
-    d.mkdir(exist_ok=True)
-    (d / "test_deployment.py").write_text(BENCH_TEXT, encoding="utf-8")
+    copy_benchmark(pytester.path)
     log, bjson = pytester.path / "r.jsonl", pytester.path / "bench.json"
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--moeperf-gate", "off",
                                            "--moeperf-results", str(log), "--benchmark-json", str(bjson),

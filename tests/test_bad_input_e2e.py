@@ -16,19 +16,15 @@ from pytest_moeperf.results import outputs  # noqa: F401
 from pytest_moeperf.plugin import plugin  # noqa: F401
 from pytest_moeperf.results.results_log import read_log
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_TEXT = (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8")
+from bench_project import copy_benchmark
+
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess or pytester
+
 FAST = ("--moeperf-rounds", "3", "--moeperf-new-tokens", "4", "--moeperf-models", "tiny-dense")
 
 
-def _bench_dir(path: Path) -> None:
-    d = path / "benchmarks"
-    d.mkdir(exist_ok=True)
-    (d / "test_deployment.py").write_text(BENCH_TEXT, encoding="utf-8")
-
-
 def _args(pytester, *args, gate="off"):
-    _bench_dir(pytester.path)
+    copy_benchmark(pytester.path)
     return ("-p", "no:cacheprovider", "--moeperf-gate", gate, "--moeperf-results", str(pytester.path / "r.jsonl"),
             *args, "benchmarks")
 
@@ -44,6 +40,16 @@ def _write_baseline(path: Path, names=("test_other_suite",), gpu=None) -> Path:
     path.write_text(json.dumps(doc), encoding="utf-8")
     return path
 
+
+def _benchmark_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in version("pytest-benchmark").split(".")[:2])
+
+
+# pytest-benchmark 5.3 hands --benchmark-json over as a Path; 5.2 opens it itself while parsing
+# (argparse's own error for a path it cannot open, the file created before any check)
+PATH_53 = pytest.mark.skipif(_benchmark_version() < (5, 3), reason="pytest-benchmark < 5.3 opens --benchmark-json itself")
 
 DUPLICATE_HOOK = """
 def pytest_moeperf_modify_cases(config, cases):
@@ -65,6 +71,13 @@ USAGE_ERRORS = [  # (args, conftest, pieces of the one ERROR line)
                  ["--moeperf-results and --moeperf-verdict-json both write"], id="verdict-json-is-the-log"),
     pytest.param(["--benchmark-json", "{log}"], None, ["--moeperf-results and --benchmark-json both write"],
                  id="benchmark-json-is-the-log"),
+    pytest.param(["--moeperf-results", "out/r.jsonl", "--benchmark-json", "out/r.jsonl"], None,
+                 ["--moeperf-results and --benchmark-json both write out/r.jsonl"], id="nested-benchmark-json-is-the-log",
+                 marks=PATH_53),
+    pytest.param(["--benchmark-json", "README.md/x.json"], None, ["--benchmark-json", "README.md is a file"],
+                 id="benchmark-json-under-a-file", marks=PATH_53),
+    pytest.param(["--moeperf-compile-cache", "README.md"], None,
+                 ["--moeperf-compile-cache", "README.md is a file, not a folder"], id="compile-cache-is-a-file"),
     pytest.param(["--benchmark-save", "run", "--benchmark-storage", "file://README.md/store"], None,
                  ["--benchmark-storage", "README.md is a file, not a folder"], id="benchmark-save-storage-is-a-file"),
     pytest.param(["--moeperf-weights", "tiny-dense=README.md"], None, ["--moeperf-weights: tiny-dense=README.md: is a file"],
@@ -82,6 +95,7 @@ USAGE_ERRORS = [  # (args, conftest, pieces of the one ERROR line)
 @pytest.mark.parametrize("args, conftest, expected", USAGE_ERRORS)
 def test_bad_input_is_one_usage_error_line_before_anything_runs(pytester, args, conftest, expected):
     (pytester.path / "README.md").write_text("x")
+    (pytester.path / "out").mkdir()
     h200 = _write_baseline(pytester.path / "h200.json", ("test_generate[tiny-dense-c64-n4]",), gpu="NVIDIA H200")
     if conftest:
         pytester.makeconftest(conftest)
@@ -162,4 +176,4 @@ def test_interrupted_run_then_resume(pytester):
     assert result.ret == pytest.ExitCode.OK, out
     assert "moeperf resume: all 2 case(s) already finished" in out and "nothing left to run" in out, out
     # after a settings change the terminal says why logged cases run again: resume_plan's notes, printed
-    # by the same pytest_terminal_summary line (test_bad_input.py::test_resume_plan_says_why_logged_cases_are_measured_again)
+    # by the same pytest_terminal_summary line (test_bad_input_documents.py::test_resume_plan_says_why_logged_cases_are_measured_again)

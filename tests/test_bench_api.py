@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_moeperf.plugin import bench_api
+from pytest_moeperf.results import bench_api
 
 
 def test_private_storage_access_still_finds_pytest_benchmarks_storage(pytestconfig, tmp_path):
@@ -18,12 +18,13 @@ def test_private_storage_access_still_finds_pytest_benchmarks_storage(pytestconf
         assert callable(getattr(storage, method, None)), f"pytest-benchmark's storage has no {method}()"
 
 
+@pytest.mark.e2e
 def test_storage_saves_and_loads_a_document_built_by_the_public_hooks(pytester):
     # A real pytest-benchmark session: the document comes from its own hooks, the storage from
     # the private access, and the file it saves loads back as the same benchmarks.
     pytester.makeconftest("""
         import json, pytest
-        from pytest_moeperf.plugin import bench_api
+        from pytest_moeperf.results import bench_api
 
         BENCH = {"name": "test_x[a]", "fullname": "test_x.py::test_x[a]", "group": None, "params": {"p": "a"},
                  "param": "a", "extra_info": {"ttft_ms": 1.5}, "options": {},
@@ -64,6 +65,34 @@ def test_write_json_option_takes_a_path_or_an_open_handle(tmp_path, target_kind)
     assert json.loads(path.read_text()) == {"a": 1}
 
 
+@pytest.mark.e2e
+def test_a_refused_benchmark_json_path_leaves_the_file_as_it_was(pytester):
+    # Issue 27 item 1: pytest-benchmark 5.2 parsed --benchmark-json with argparse.FileType('wb'), which
+    # emptied the file while pytest read the command line, before the output check refused the path:
+    # the finished results log was lost. Now the file is opened only when the document is written.
+    pytester.makepyfile(test_x="def test_x(benchmark):\n    benchmark(lambda: None)\n")
+    log = pytester.path / "r.jsonl"
+    log.write_text('{"type": "session"}\n')
+    refused = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--moeperf-results", str(log),
+                                           "--benchmark-json", str(log))
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR, refused.stdout.str()
+    assert log.read_text() == '{"type": "session"}\n'
+    out = pytester.path / "run.json"
+    written = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--moeperf-gate", "off",
+                                           "--benchmark-json", str(out))
+    assert written.ret == 0, written.stdout.str()
+    assert [b["name"] for b in json.loads(out.read_text())["benchmarks"]] == ["test_x"]
+
+
+def test_deferred_json_file_opens_only_when_written(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text("kept")
+    target = bench_api.DeferredJsonFile(str(path))
+    assert bench_api.json_option_path(target) == str(path) and path.read_text() == "kept"
+    assert bench_api.write_json_option(type("C", (), {"getoption": lambda self, n, d=None: target})(), "{}") == str(path)
+    assert path.read_text() == "{}"
+
+
 def test_write_json_option_without_the_option_writes_nothing():
     class Config:
         def getoption(self, name, default=None):
@@ -84,6 +113,7 @@ def test_incompatible_versions_names_the_fix(pytest_v, bench_v, broken):
         assert "pytest-benchmark>=5.3" in why and "\n" not in why
 
 
+@pytest.mark.e2e
 def test_installed_pair_runs_benchmarks_exactly_when_not_flagged(pytester):
     # ties the version check to the behaviour it predicts, on whatever pair is installed
     from importlib.metadata import version
@@ -92,3 +122,31 @@ def test_installed_pair_runs_benchmarks_exactly_when_not_flagged(pytester):
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     flagged = bench_api.incompatible_versions(pytest.__version__, version("pytest-benchmark"))
     assert (result.ret == 0) == (flagged is None), result.stdout.str()
+
+
+@pytest.mark.e2e
+def test_an_interrupted_benchmark_is_left_out_of_the_json(pytester):
+    # A benchmark cut inside its only round (Ctrl-C in a serving point; SystemExit stands in for it:
+    # a BaseException, not an Exception) has stats without data, and pytest-benchmark's end of
+    # session would crash summarising it ("min() arg is an empty sequence") and lose --benchmark-json.
+    # Fails loudly if pytest-benchmark stops reading the fixture's has_error flag.
+    pytester.makepyfile(test_x="""
+        from pytest_moeperf.results.outputs import drop_unfinished_fixture
+
+        def test_done(benchmark):
+            benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+        def test_cut(benchmark):
+            def target():
+                raise SystemExit("cut")
+            try:
+                benchmark.pedantic(target, rounds=1, iterations=1)
+            except SystemExit:
+                drop_unfinished_fixture(benchmark)
+    """)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--moeperf-gate", "off",
+                                          f"--benchmark-json={pytester.path / 'out.json'}")
+    assert result.ret == 0, result.stdout.str()
+    doc = json.loads((pytester.path / "out.json").read_text())
+    assert [b["name"] for b in doc["benchmarks"]] == ["test_done"]
+    assert "min() arg is an empty sequence" not in result.stdout.str() + result.stderr.str()

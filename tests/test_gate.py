@@ -1,25 +1,25 @@
-"""The gate's decision rule (pytest_moeperf.gate.decision) and its renderers: unit and property tests."""
+"""The gate's decision rule (pytest_moeperf.gate.decision): unit and property tests. Whole documents,
+the configuration and the renderers: test_gate_documents.py; run-to-run drift: test_gate_drift.py."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf.gate import baseline as gate_baseline
 from pytest_moeperf.gate import config as gate_config
 from pytest_moeperf.gate import decision as gate_decision
+from pytest_moeperf.gate import gate_run
 from pytest_moeperf.gate import statistics as gate_stats
 from pytest_moeperf.gate import verdicts as gate_verdicts
 from pytest_moeperf.metrics import schema
 from pytest_moeperf.gate.verdicts import FAIL, INCONCLUSIVE, PASS, SKIPPED, WARN
 from pytest_moeperf.gate.config import GateConfig
-from pytest_moeperf.gate.gate_render import render_benchmark_failure, render_markdown, render_text
+from pytest_moeperf.gate.gate_render import render_text
+
 
 SAMPLED = [m for m in schema.METRICS if m.samples]
 CFG = GateConfig()
@@ -90,11 +90,11 @@ def test_10pct_decode_slowdown_one_run_a_side(seed):
     # on the H200 (3.5%) cannot be seen in one run, so it is assumed and the verdict is
     # INCONCLUSIVE with the number of runs that would settle it, never PASS
     tpot_b, tpot_h = normal(seed, 20.0, 0.03, 10), normal(1000 + seed, 22.0, 0.03, 10)
-    result = gate_decision.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), CFG)
+    result = gate_run.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), CFG)
     assert tpot_verdicts(result) == {"tpot_ms": INCONCLUSIVE, "decode_tokens_per_s": INCONCLUSIVE}
     assert "runs a side" in result.benchmarks[0].metrics[0].reason
     # a machine whose drift was measured to be negligible (run_drift_pct = 0) FAILs it
-    quiet = gate_decision.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), GateConfig(
+    quiet = gate_run.compare_documents([tpot_doc(tpot_b)], tpot_doc(tpot_h), GateConfig(
         single_run_drift_pct={k: 0.0 for k in gate_config.DEFAULT_SINGLE_RUN_DRIFT_PCT}))
     assert tpot_verdicts(quiet) == {"tpot_ms": FAIL, "decode_tokens_per_s": FAIL}
 
@@ -106,7 +106,7 @@ def test_10pct_decode_slowdown_fails_with_eight_runs_a_side_at_h200_drift():
     verdicts = []
     for _ in range(40):
         base, head = h200_like_runs(rng, 20.0, 8), h200_like_runs(rng, 22.0, 8)
-        verdicts.append(tpot_verdicts(gate_decision.compare_documents(base, head, CFG))["tpot_ms"])
+        verdicts.append(tpot_verdicts(gate_run.compare_documents(base, head, CFG))["tpot_ms"])
     assert PASS not in verdicts
     assert verdicts.count(FAIL) >= 0.65 * len(verdicts), verdicts
 
@@ -117,7 +117,7 @@ def test_same_code_runs_at_h200_drift_never_fail():
     for runs in (1, 1, 5, 8):
         for _ in range(100):
             base, head = h200_like_runs(rng, 20.0, runs), h200_like_runs(rng, 20.0, runs)
-            result = gate_decision.compare_documents(base, head if runs > 1 else head[0], CFG)
+            result = gate_run.compare_documents(base, head if runs > 1 else head[0], CFG)
             assert result.verdict != FAIL, render_text(result)
 
 
@@ -136,7 +136,7 @@ def test_same_code_eager_runs_never_fail_one_run_a_side():
     rng = np.random.default_rng(13)
     for _ in range(150):
         base, head = eager_runs(rng, 40.0, 1), eager_runs(rng, 40.0, 1)
-        result = gate_decision.compare_documents(base, head[0], CFG)
+        result = gate_run.compare_documents(base, head[0], CFG)
         assert result.verdict != FAIL, render_text(result)
 
 
@@ -148,7 +148,7 @@ def test_eager_backend_assumes_a_wider_drift_than_static():
         docs = [tpot_doc(tight_b), tpot_doc(head)]
         for d in docs:
             d["benchmarks"][0]["extra_info"]["backend"] = backend
-        return next(m for m in gate_decision.compare_documents([docs[0]], docs[1], CFG).benchmarks[0].metrics
+        return next(m for m in gate_run.compare_documents([docs[0]], docs[1], CFG).benchmarks[0].metrics
                     if m.metric == "tpot_ms")
     assert verdict("static").verdict == FAIL
     eager = verdict("eager")
@@ -267,7 +267,7 @@ def test_drift_pools_both_sides_and_single_run_prior_is_shrunk_toward_measured()
     assert gate_stats.drift_pct([9.0, 11.0], [20.0]) == pytest.approx(100 * math.sqrt(2) / (40 / 3))
     # two runs agreeing by chance: the pooled drift stays near the 3.5% prior
     runs = [tpot_doc(normal(s, 20.0, 0.01, 10)) for s in (1, 2)]
-    m = gate_decision.compare_documents(runs, tpot_doc(normal(3, 20.0, 0.01, 10)), CFG).benchmarks[0].metrics[0]
+    m = gate_run.compare_documents(runs, tpot_doc(normal(3, 20.0, 0.01, 10)), CFG).benchmarks[0].metrics[0]
     assert m.baseline_runs == 2 and m.current_runs == 1 and 2.5 < m.drift_pct < 3.5
 
 
@@ -381,268 +381,3 @@ def test_throttling_turns_fail_into_inconclusive_but_not_memory():
     # clocks do not change allocations: a memory regression still fails
     result = gate_decision.compare_benchmark(*slow_pair(throttled=3, memory_growth=GIB), CFG)
     assert result.verdict == FAIL
-
-
-# -- documents -------------------------------------------------------------------------
-
-def test_compare_documents_matching_new_missing_and_exit_codes():
-    same = extra({"tpot_ms": [10.0, 10.1, 9.9, 10.05]})
-    base = doc(bench("test_a", same), bench("test_b", slow_pair()[0]["extra_info"]), bench("test_gone", same))
-    head_b = bench("test_b", slow_pair()[1]["extra_info"])
-    head_b["fullname"] = "moved/test_deployment.py::test_b"  # name fallback
-    head = doc(bench("test_a", same), head_b, bench("test_new", same))
-    result = gate_decision.compare_documents([base], head, CFG)
-    by = {b.name: b for b in result.benchmarks}
-    assert by["test_a"].verdict == PASS and by["test_b"].verdict == FAIL
-    assert by["test_new"].status == "new" and by["test_new"].verdict == PASS
-    assert result.missing == ("benchmarks/test_deployment.py::test_gone",)
-    assert result.verdict == FAIL and result.exit_code(False) == 1
-    json.dumps(result.to_json(), allow_nan=False)
-
-
-def test_exit_code_strict_for_inconclusive():
-    base, head = slow_pair(throttled=2)
-    result = gate_decision.compare_documents([doc(base)], doc(head), CFG)
-    assert result.verdict == INCONCLUSIVE
-    assert result.exit_code(False) == 0 and result.exit_code(True) == 1
-
-
-def test_gpu_mismatch_is_one_line_and_can_be_ignored():
-    base, head = doc(bench(), gpu="NVIDIA H100 80GB HBM3"), doc(bench(), gpu="NVIDIA H200")
-    with pytest.raises(gate_config.GpuMismatchError) as err:
-        gate_decision.compare_documents([base], head, CFG)
-    msg = str(err.value)
-    assert "\n" not in msg and "NVIDIA H100" in msg and "baselines/h200" in msg and "ignore-gpu" in msg
-    assert gate_decision.compare_documents([base], head, gate_config.load_gate_config(None, [], [], False, ignore_gpu=True))
-    assert gate_decision.compare_documents([doc(bench(), gpu=None)], head, CFG)  # a CPU baseline has no GPU to clash
-
-
-def test_load_documents_file_folder_and_errors(tmp_path):
-    store = tmp_path / "baselines" / "h200" / "Linux-CPython-3.11-64bit"
-    store.mkdir(parents=True)
-    for i in (1, 2):
-        (store / f"000{i}_abc.json").write_text(json.dumps(doc(bench(f"test_{i}"))))
-    docs = gate_baseline.load_documents(tmp_path / "baselines" / "h200")
-    assert [d["benchmarks"][0]["name"] for d in docs] == ["test_2"]
-    assert len(gate_baseline.load_documents(tmp_path / "baselines", all_runs=True)) == 2
-    assert docs[0][gate_baseline.SOURCE_KEY].endswith("0002_abc.json")
-
-    (tmp_path / "bad.json").write_text("{not json")
-    (tmp_path / "wrong.json").write_text(json.dumps({"benchmarks": "nope"}))
-    (tmp_path / "empty").mkdir()
-    for path, words in ((tmp_path / "absent.json", "no such file"), (tmp_path / "bad.json", "not JSON"),
-                        (tmp_path / "wrong.json", "not a pytest-benchmark JSON"), (tmp_path / "empty", "no *.json")):
-        with pytest.raises(gate_config.BaselineError) as err:
-            gate_baseline.load_documents(path)
-        assert words in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
-
-
-def test_storage_path():
-    assert str(gate_baseline.storage_path("file://./.benchmarks")) == ".benchmarks"
-    assert str(gate_baseline.storage_path("baselines/h200")) == "baselines/h200"
-    assert gate_baseline.storage_path("elasticsearch+http://host/") is None
-
-
-# -- configuration ---------------------------------------------------------------------
-
-# The defaults themselves: tests/test_schema.py (registry = gate = docs/gate.md's table).
-
-
-def test_load_gate_config_from_pyproject_and_overrides(tmp_path):
-    py = tmp_path / "pyproject.toml"
-    py.write_text("[tool.moeperf.gate]\n"
-                  "thresholds = {latency = 6.0, tpot_ms = 4.0, energy_j = 10}\n"
-                  "alpha = 0.01\nmemory_tolerance_pct = 3.0\nmemory_tolerance_bytes = 1048576\n"
-                  "allow = [\"energy_j\"]\n")
-    cfg = gate_config.load_gate_config(str(py), ["ttft_ms=7.5%", "throughput=9"], ["tpot_ms@*gpt-oss*"], True)
-    assert cfg.threshold_pct("tpot_ms") == 4.0          # metric beats its kind
-    assert cfg.threshold_pct("itl_ms_p50") == 6.0       # kind from the file
-    assert cfg.threshold_pct("ttft_ms") == 7.5          # CLI beats file
-    assert cfg.threshold_pct("decode_tokens_per_s") == 9.0
-    assert cfg.threshold_pct("energy_j") == 10.0
-    assert cfg.threshold_pct("weights_bytes") == 3.0
-    assert cfg.alpha == 0.01 and cfg.memory_tolerance_bytes == 1048576 and cfg.strict
-    assert cfg.allow == ("energy_j", "tpot_ms@*gpt-oss*")
-
-
-def test_run_drift_from_pyproject(tmp_path):
-    py = tmp_path / "pyproject.toml"
-    py.write_text("[tool.moeperf.gate]\nrun_drift_pct = 1.5\n")
-    cfg = gate_config.load_gate_config(str(py), [], [], False)
-    assert cfg.single_run_drift_pct["latency"] == 1.5 and cfg.single_run_drift_pct["energy"] == 1.0
-    py.write_text("[tool.moeperf.gate]\nrun_drift_pct = {energy = 0.5, latency = 0}\n")
-    cfg = gate_config.load_gate_config(str(py), [], [], False)
-    assert cfg.single_run_drift_pct["energy"] == 0.5 and cfg.single_run_drift_pct["latency"] == 0.0
-    assert cfg.single_run_drift_pct["throughput"] == 3.5
-    py.write_text("[tool.moeperf.gate]\neager_run_drift_pct = 9\n")
-    cfg = gate_config.load_gate_config(str(py), [], [], False)
-    assert cfg.eager_run_drift_pct["latency"] == 9.0 and cfg.eager_run_drift_pct["energy"] == 12.0
-    assert cfg.single_run_drift_pct["latency"] == 3.5
-
-
-@pytest.mark.parametrize(("body", "words"), [
-    ("thresholds = {tpot = 5}", "unknown metric 'tpot'"),
-    ("thresholds = {tpot_ms = -1}", "positive percent"),
-    ("thresholds = {tpot_ms = \"fast\"}", "not a number"),
-    ("thresholds = 5", "must be a table"),
-    ("alpha = 0.9", "alpha"),
-    ("alpha = true", "alpha"),
-    ("memory_tolerance_bytes = -5", "non-negative integer"),
-    ("allow = [\"nope\"]", "unknown metric 'nope'"),
-    ("allow = \"tpot_ms\"", "list of strings"),
-    ("treshold = 1", "unknown key(s) treshold"),
-    ("strict = 1", "true or false"),
-    ("run_drift_pct = -1", "percentage from 0"),
-    ("run_drift_pct = {speed = 1}", "unknown kind 'speed'"),
-    ("eager_run_drift_pct = 100", "percentage from 0"),
-    ("alpha = ", "not valid TOML"),
-])
-def test_bad_pyproject_values(tmp_path, body, words):
-    py = tmp_path / "pyproject.toml"
-    py.write_text(f"[tool.moeperf.gate]\n{body}\n")
-    with pytest.raises(ValueError) as err:
-        gate_config.load_gate_config(str(py), [], [], False)
-    assert words in str(err.value) and "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize(("overrides", "allow", "words"), [
-    (["tpot_ms"], [], "METRIC=PCT"), (["tpot_ms=0"], [], "positive"), (["bogus=5"], [], "unknown metric"),
-    (["=5"], [], "METRIC=PCT"), ([], ["tpot_ms@"], "empty benchmark glob"), ([], ["tpotms"], "unknown metric"),
-])
-def test_bad_overrides(overrides, allow, words):
-    with pytest.raises(ValueError) as err:
-        gate_config.load_gate_config(None, overrides, allow, False)
-    assert words in str(err.value)
-
-
-def test_missing_pyproject_named():
-    with pytest.raises(ValueError, match="no such file"):
-        gate_config.load_gate_config("/nonexistent/pyproject.toml", [], [], False)
-
-
-def test_repo_pyproject_keeps_the_documented_defaults():
-    # an entry in the repo's own [tool.moeperf.gate] would silently move every CI verdict away
-    # from what docs/gate.md states; a bad entry raises here instead of in the GPU job
-    assert gate_config.find_pyproject(__file__) == str(Path(__file__).resolve().parents[1] / "pyproject.toml")
-    assert gate_config.load_gate_config(gate_config.find_pyproject(__file__)) == CFG
-
-
-# -- rendering -------------------------------------------------------------------------
-
-def test_renderers():
-    base, head = slow_pair()
-    result = gate_decision.compare_documents([doc(base, bench("test_gone"))], doc(head, bench("test_new")), CFG)
-    text = render_text(result)
-    assert "FAIL" in text and "tpot_ms" in text and "missing:" in text and "new:" in text
-    header = text.splitlines()[2 if result.baseline_sources else 1]
-    assert "detectable %" in header
-    assert "peak_allocated_bytes" in render_text(result, verbose=True)
-    md = render_markdown(result)
-    assert "| benchmark | verdict |" in md and "FAIL" in md
-    failure = render_benchmark_failure(result.benchmarks[0])
-    assert failure.startswith("moeperf gate: FAIL for benchmarks/test_deployment.py::test_generate[tiny]")
-    assert "tpot_ms [ms/token]" in failure and "10 GiB" not in failure
-
-
-# -- run-to-run drift from stored baseline runs, and changes clearly beyond the MDE ---------
-
-def _run_doc(tpot: list[float]) -> dict:
-    return {"machine_info": {}, "benchmarks": [bench(extra_info=extra({"tpot_ms": tpot}))]}
-
-
-def test_drift_of_stored_runs_widens_the_detectable_effect():
-    # three stored runs whose medians drift by ~6% (as two static runs did on the H200),
-    # each tight within itself: a head 8% slower than the newest is within that drift
-    runs = [_run_doc(normal(s, m, 0.01, 12)) for s, m in ((1, 10.0), (2, 10.6), (3, 10.0))]
-    head = _run_doc(normal(9, 10.8, 0.01, 12))
-    single = gate_decision.compare_documents(runs[-1:], head, CFG).benchmarks[0]
-    multi = gate_decision.compare_documents(runs, head, CFG).benchmarks[0]
-    m_single = next(m for m in single.metrics if m.metric == "tpot_ms")
-    m_multi = next(m for m in multi.metrics if m.metric == "tpot_ms")
-    assert m_single.verdict == INCONCLUSIVE and m_single.drift_pct == 3.5  # the assumed one
-    assert m_multi.baseline_runs == 3 and m_multi.drift_pct > 3
-    # the measured drift (pooled with the prior) keeps the detectable effect above threshold
-    assert m_multi.mde_pct > 7 and m_multi.verdict in (WARN, INCONCLUSIVE)
-
-
-def test_drift_pct_needs_two_runs():
-    assert gate_stats.drift_pct([10.0]) is None
-    assert gate_stats.drift_pct([10.0, 10.0]) == 0.0
-    assert abs(gate_stats.drift_pct([9.0, 11.0]) - 100 * (2 ** 0.5) / 10) < 1e-9
-
-
-def test_change_clearly_beyond_threshold_plus_mde_fails_despite_wide_spread():
-    # host-bound eager decode: CV ~8%, 15 rounds -> MDE ~10% > 7%; a 40% slowdown is still a FAIL
-    base = normal(1, 40.0, 0.08, 15)
-    head = normal(2, 56.0, 0.08, 15)
-    c = cmp_samples("tpot_ms", base, head)
-    assert c.mde_pct > c.threshold_pct
-    assert c.verdict == FAIL and "beyond threshold + detectable effect" in c.reason
-
-
-def test_cross_machine_drift_is_at_least_the_rounds_spread():
-    # host-bound eager decode, CV ~12%: its median moved by up to 36% between two H200 machines
-    base, head = normal(1, 40.0, 0.12, 15), normal(2, 52.0, 0.12, 15)
-    c = gate_decision.compare_metric(schema.METRICS_BY_KEY["tpot_ms"], extra({"tpot_ms": base}), extra({"tpot_ms": head}),
-                            CFG, cross_machine=True)
-    assert c.drift_pct > 6.0 and c.verdict == INCONCLUSIVE and "between machines" in c.reason
-
-
-def _doc_on(uuid: str, tpot: list[float]) -> dict:
-    return {"machine_info": {"gpu": {"name": "NVIDIA H200", "uuid": uuid}},
-            "benchmarks": [bench(extra_info=extra({"tpot_ms": tpot}))]}
-
-
-def test_baseline_from_another_gpu_assumes_drift_between_machines():
-    # a tight run 9% slower than a tight single-run baseline: on the same GPU a FAIL; from
-    # another GPU (UUID differs) within the drift measured between H200 machines: INCONCLUSIVE
-    base = normal(1, 40.0, 0.01, 12)
-    head = normal(2, 43.6, 0.01, 12)
-    quiet = GateConfig(single_run_drift_pct={k: 0.0 for k in gate_config.DEFAULT_SINGLE_RUN_DRIFT_PCT})
-    same = gate_decision.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-a", head), quiet).benchmarks[0]
-    other = gate_decision.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", head), quiet).benchmarks[0]
-    tp_same = next(m for m in same.metrics if m.metric == "tpot_ms")
-    tp_other = next(m for m in other.metrics if m.metric == "tpot_ms")
-    assert tp_same.verdict == FAIL and tp_same.drift_pct is None
-    assert tp_other.verdict == INCONCLUSIVE and tp_other.drift_pct == 6.0
-    assert "between machines" in tp_other.reason
-    # a regression far beyond threshold + that detectable effect still FAILs across machines
-    far = gate_decision.compare_documents([_doc_on("GPU-a", base)], _doc_on("GPU-b", normal(3, 60.0, 0.01, 12)), quiet)
-    assert next(m for m in far.benchmarks[0].metrics if m.metric == "tpot_ms").verdict == FAIL
-
-
-def test_is_cross_machine_needs_both_uuids():
-    assert not gate_baseline.is_cross_machine([{"machine_info": {}}], _doc_on("GPU-b", [1.0]))
-    assert not gate_baseline.is_cross_machine([_doc_on("GPU-a", [1.0])], {"machine_info": {}})
-    assert gate_baseline.is_cross_machine([_doc_on("GPU-a", [1.0])], _doc_on("GPU-b", [1.0]))
-
-
-def test_cross_machine_is_decided_per_benchmark_when_cases_name_their_gpu():
-    b = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-a"})
-    h_same = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-a"})
-    h_other = bench(extra_info={**extra({"tpot_ms": [1.0, 1.0]}), "gpu_uuid": "GPU-b"})
-    assert gate_baseline.bench_cross_machine(b, h_same, doc_level=True) is False
-    assert gate_baseline.bench_cross_machine(b, h_other, doc_level=False) is True
-    assert gate_baseline.bench_cross_machine(bench(), h_other, doc_level=True) is True  # falls back to the documents
-
-
-def test_agreeing_stored_runs_do_not_remove_the_drift_between_machines():
-    # two stored runs on GPU-a agree to 0.2%; a tight run on GPU-b 9% slower stays INCONCLUSIVE
-    runs = [_doc_on("GPU-a", normal(s, m, 0.01, 10)) for s, m in ((1, 10.0), (2, 10.02))]
-    head = _doc_on("GPU-b", normal(3, 10.9, 0.01, 10))
-    tp = next(m for m in gate_decision.compare_documents(runs, head, CFG).benchmarks[0].metrics if m.metric == "tpot_ms")
-    assert tp.verdict == INCONCLUSIVE and tp.drift_pct == 6.0
-
-
-def test_pooled_runs_take_measured_scalars_as_the_median_and_memory_from_the_newest():
-    # ape_tpot has no samples: one run's value would be that run's drift, so several runs give
-    # their median; memory is deterministic and stays the newest run's (the code compared)
-    runs = [bench(extra_info=extra({"tpot_ms": [10.0, 10.1]}, ape_tpot=v, peak_allocated_bytes=p))
-            for v, p in ((30.0, 1 * GIB), (20.0, 2 * GIB), (29.0, 3 * GIB))]
-    pooled = gate_baseline.pool_runs(runs)["extra_info"]
-    assert pooled["ape_tpot"] == 29.0
-    assert pooled["peak_allocated_bytes"] == 3 * GIB
-    assert pooled["samples"]["tpot_ms"] == [10.0, 10.1] * 3
-    # a run without the figure is left out of the median, not counted as zero
-    runs[1]["extra_info"]["ape_tpot"] = None
-    assert gate_baseline.pool_runs(runs)["extra_info"]["ape_tpot"] == 29.5

@@ -2,7 +2,7 @@
 
 8 runs of the same code and 8 with a ~10% decode slowdown (1 ms of GPU work per decode step on
 ~10 ms/token), gpt-oss-20b 2048/64, static backend. The rule must keep calling these as it did
-when docs/gate.md's table was written: a change to the rule that stops it is caught here.
+when docs/evidence/gate-h200.md's table was written: a change to the rule that stops it is caught here.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_moeperf.gate import baseline as gate_baseline
-from pytest_moeperf.gate import decision as gate_decision
+from pytest_moeperf.results import documents
+from pytest_moeperf.gate import gate_run
 from pytest_moeperf.gate import verdicts as gate_verdicts
 from pytest_moeperf.gate.verdicts import FAIL
 from pytest_moeperf.gate.config import GateConfig
@@ -25,11 +25,11 @@ GATED = ("tpot_ms", "itl_ms_p50", "decode_tokens_per_s")
 
 
 def runs(side: str) -> list[dict]:
-    return [gate_baseline.load_documents(RUNS / side / f"run{i}.json")[0] for i in range(1, 9)]
+    return [documents.load_documents(RUNS / side / f"run{i}.json")[0] for i in range(1, 9)]
 
 
 def verdicts(base_docs, head_docs) -> dict[str, str]:
-    result = gate_decision.compare_documents(base_docs, head_docs, CFG)
+    result = gate_run.compare_documents(base_docs, head_docs, CFG)
     return {m.metric: m.verdict for m in result.benchmarks[0].metrics}
 
 
@@ -40,7 +40,7 @@ def test_ten_percent_decode_slowdown_fails_with_eight_runs_a_side():
 
 
 def test_committed_static_baseline_folder_keeps_those_eight_runs_as_its_history():
-    stored = gate_baseline.load_documents(STATIC, all_runs=True)
+    stored = documents.load_documents(STATIC, all_runs=True)
     first = [d for d in stored if d["datetime"].startswith("2026-11-29")]
     assert len(first) == 8 and len(stored) > 8  # refreshed (issue 21) beside them, not over them
     assert verdicts(first, runs("slow"))["tpot_ms"] == FAIL
@@ -62,7 +62,7 @@ def test_the_improvement_direction_never_fails():
 
 def test_a_pass_that_could_not_have_caught_the_slowdown_says_low_power():
     # base run3 was itself 10% slow: one run a side, the +9% slowdown PASSes, and says why it may
-    result = gate_decision.compare_documents([runs("base")[2]], runs("slow")[0], CFG)
+    result = gate_run.compare_documents([runs("base")[2]], runs("slow")[0], CFG)
     assert result.verdict == gate_verdicts.PASS
     low = {m.metric for _, m in result.underpowered()}
     assert set(GATED) <= low
@@ -71,5 +71,5 @@ def test_a_pass_that_could_not_have_caught_the_slowdown_says_low_power():
     assert "low power:" in render_text(result) and "low power:" in render_markdown(result)
     assert result.to_json()["underpowered"][0]["mde_pct"] > result.to_json()["underpowered"][0]["threshold_pct"]
     # eight runs a side can gate the decode metrics: none of them is reported as low power
-    pooled = gate_decision.compare_documents(runs("base")[0::2] + runs("base")[1::2], runs("base"), CFG)
+    pooled = gate_run.compare_documents(runs("base")[0::2] + runs("base")[1::2], runs("base"), CFG)
     assert not set(GATED) & {m.metric for _, m in pooled.underpowered()}

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import scipy.stats  # noqa: F401  in-process pytester runs restore sys.modules; C extensions must load once
 
-from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.results import documents
 from pytest_moeperf.gate import config as gate_config
 from pytest_moeperf.gate import verdicts as gate_verdicts
 from pytest_moeperf.gate.gate_run import GateRun
+
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess or pytester
 
 ROOT = Path(__file__).resolve().parent.parent
 SAME_CODE = ROOT / "baselines" / "h200-runs" / "2026-11-29b" / "base"
@@ -78,7 +80,7 @@ def test_xdist_and_plain_runs_get_the_same_verdicts(pytester: pytest.Pytester):
         assert docs[label]["benchmarks"], result.stdout.str()[-3000:]
     assert _verdicts(docs["xdist"]) == _verdicts(docs["plain"])
     # and the same as the CLI's: the committed run against the committed folder
-    cli = GateRun(gate_baseline.load_documents(STATIC, all_runs=True), gate_config.GateConfig()).compare(gate_baseline.load_documents(HEAD))
+    cli = GateRun(documents.load_documents(STATIC, all_runs=True), gate_config.GateConfig()).compare(documents.load_documents(HEAD))
     assert _verdicts(cli.to_json()) == _verdicts(docs["plain"])
     assert docs["plain"]["verdict"] != gate_verdicts.PASS  # one run of the 8 % slower decode: not passed either way
     assert (pytester.path / "xdist.merged.json").exists()  # no --benchmark-json: the default merged path

@@ -1,20 +1,19 @@
-"""tools/gpu_plan.py: the reusable GPU job runner (lanes, barriers, done markers, resume)."""
+"""python -m pytest_moeperf plan (parallel/plan.py; tools/gpu_plan.py runs it from a checkout): the reusable
+GPU job runner (lanes, barriers, done markers, resume)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+from pytest_moeperf.parallel import plan as gpu_plan
+
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("gpu_plan", ROOT / "tools" / "gpu_plan.py")
-gpu_plan = importlib.util.module_from_spec(_spec)
-sys.modules["gpu_plan"] = gpu_plan  # dataclasses look their module up
-_spec.loader.exec_module(gpu_plan)
 
 
+@pytest.mark.e2e
 def test_pytest_steps_resume_their_own_results_log_and_carry_their_variables():
     (stage,) = gpu_plan.parse_plan("1 slow1 150 SLOWDOWN_GPU_MS=1 pytest --gpu h200 --moeperf-compile-cache {OUT}/cc\n")
     step = stage[0]
@@ -59,3 +58,17 @@ def test_lanes_barrier_and_a_rerun_skips_what_finished(tmp_path):
     assert gpu_plan.main([str(plan), str(out)]) == 0
     assert (out / "order").read_text().split()[3:] == ["b"]  # only the unfinished step ran again
     assert (out / "DONE").read_text().split() == ["a", "0", "b", "0", "c", "0"]
+
+
+def test_the_plan_subcommand_runs_a_plan_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
+    from pytest_moeperf.__main__ import main
+
+    plan = tmp_path / "p.plan"
+    plan.write_text("- a 30 echo a > {OUT}/a.txt\n")
+    assert main(["plan", str(plan), str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "a.txt").read_text() == "a\n" and (tmp_path / "o" / "DONE").exists()
+    assert capsys.readouterr().out == "1 of 1 steps done\n"
+    plan.write_text("0 a pytest\n")
+    assert main(["plan", str(plan), str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "plan line 1" in err and err.count("\n") == 1

@@ -1,4 +1,4 @@
-"""GPU clocks and temperature beside the rounds (measure/gpu_state.py), and the time-based warm-up."""
+"""GPU clocks and temperature beside the rounds (device/gpu_state.py), and the time-based warm-up."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_moeperf.measure.gpu import NoGpu
-from pytest_moeperf.measure.gpu_state import FIELDS, GpuState, summarize
+from pytest_moeperf.device.gpu import NoGpu
+from pytest_moeperf.device.gpu_state import FIELDS, GpuState, summarize
 from pytest_moeperf.measure.measure import MeasureSettings
 
 

@@ -18,7 +18,7 @@ from pytest_moeperf.metrics import schema
 pytest.importorskip("otava.analysis", reason=h.INSTALL_HINT)
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "studies"))
 import history_rates  # noqa: E402
 
 NAME = "benchmarks/test_deployment.py::test_generate[gpt-oss-20b-c2048-n64-static]"
@@ -103,7 +103,7 @@ def test_segments_partition_any_series(values):
 
 
 def test_detection_and_false_change_rates_at_h200_noise():
-    """A few seeds of tools/history_rates.py (docs/history.md has the full table): at the
+    """A few seeds of studies/history_rates.py (docs/evidence/history-h200-2026-12-02.md has the full table): at the
     H200's 4 % run-to-run CV, 24 runs, a 15 % step is found and same-code series rarely
     show a change point."""
     det20, _ = history_rates.rates(40, 24, 15.0, "gauss4")
@@ -178,7 +178,7 @@ def test_missing_otava_is_one_line_with_the_fix(cli, tmp_path, monkeypatch):
 
 def _h200_history(tmp_path: Path, slow: int) -> Path:
     """The 8 same-code runs, then ``slow`` of the 8 runs with a 1 ms GPU spin per decode step
-    (the 10 % slowdown of docs/gate.md), in the order their stored datetimes give."""
+    (the 10 % slowdown of docs/evidence/gate-h200.md), in the order their stored datetimes give."""
     if not H200_RUNS.is_dir():
         pytest.skip("no H200 runs in this checkout")
     for side, n in (("base", 8), ("slow", slow)):
@@ -198,12 +198,20 @@ def test_h200_slowdown_is_a_change_point_and_the_same_code_runs_are_not(tmp_path
     assert not any(s.change_points for s in h.build_history(same_code, h.resolve_metrics([])).series)
 
 
-def test_the_refreshed_static_baselines_start_a_new_segment():
+def test_the_refreshed_static_baselines_are_two_boards_and_last_stable_takes_the_new_one():
     # baselines/h200-static: 8 runs of 2026-11-29 (one H200, sync token clock), then 6 of 2026-12-02
-    # (another H200, CUDA-event clock): history splits them there, so last-stable gates on the new 6
+    # (another H200 by UUID, CUDA-event clock): two series (issue 28 item 8: the board is part of the
+    # key, where grouping by name alone showed a change point at run 9), and last-stable gates on the new 6
     runs, _ = h.load_runs(REPO / "baselines" / "h200-static")
-    (s,) = h.build_history(runs, [schema.METRICS_BY_KEY["tpot_ms"]]).series
-    assert [c.index for c in s.change_points] == [8]
+    series = h.build_history(runs, [schema.METRICS_BY_KEY["tpot_ms"]]).series
+    assert sorted((len(s.values), s.gpu_uuid[:12]) for s in series) == [(6, "GPU-646aa32c"), (8, "GPU-f66b33bb")]
+    assert all(s.gpu.startswith("NVIDIA H200 GPU-") for s in series)
+    assert not any(s.change_points for s in series)
+    from pytest_moeperf.gate import history_gate
+
+    choice = history_gate.last_stable([r.doc for r in runs])
+    assert len(choice.docs) == 6 and all("GPU-646aa32c" in h.gpu_uuid(d) for d in choice.docs)
+    assert any("the board measured last (8 run(s) of other boards left out)" in n for n in choice.notes)
 
 
 def test_gate_against_the_last_stable_segment(cli, tmp_path):
@@ -238,6 +246,7 @@ def test_generate(benchmark):
 """
 
 
+@pytest.mark.e2e
 def test_pytest_option_last_stable_and_bad_value(pytester):
     pytester.makepyfile(test_bench=BENCH_TEST)
     for i in range(3):
@@ -261,5 +270,30 @@ def test_workflow_keeps_the_history_and_shows_its_change_points():
     assert "rm -rf baselines/h200-static" not in refresh  # the earlier runs are the history
     assert 'python -m pytest_moeperf history "baselines/$kind"' in refresh
     assert '--markdown "$GITHUB_STEP_SUMMARY"' in refresh
-    assert text.count("pip install --no-deps apache-otava==0.8.0") == 3  # every job that installs
+    assert text.count("pip install --no-deps apache-otava==0.8.0") == 2  # every job that reads change points
     assert "apache-otava" in (REPO / ".ci" / "run").read_text()
+
+
+def test_plots_are_paged_with_the_largest_changes_first(tmp_path):
+    """Issue 29: `history -o` on 1,000 benchmarks drew one PNG 198,063 px tall; now at most
+    PANELS_PER_FIGURE panels a figure, further pages beside it, the series with the largest change first."""
+    pytest.importorskip("matplotlib")
+    import struct
+
+    from pytest_moeperf.history.history_render import PANELS_PER_FIGURE, write_plots
+
+    runs = tuple(h.Run(f"run{i}.json", None, "file name", None, "NVIDIA H200", {}) for i in range(8))
+    flat = (10.0,) * 8
+    series = [h.Series("NVIDIA H200", f"b.py::test_generate[case{i:02d}]", "tpot_ms", "ms/token", "lower", runs, flat,
+                       h.ANALYSED) for i in range(2 * PANELS_PER_FIGURE + 5)]
+    step = h.ChangePoint(4, "run4.json", None, None, 10.0, 12.0, 2.0, 20.0, "regression", 1e-4)
+    series[-1] = h.Series("NVIDIA H200", "b.py::test_generate[stepped]", "tpot_ms", "ms/token", "lower", runs,
+                          (10.0,) * 4 + (12.0,) * 4, h.ANALYSED, (step,))
+    written = write_plots(h.History(tuple(series), (), 8), tmp_path)
+    assert [p.name for p in written] == ["history-nvidia-h200-tpot_ms.png", "history-nvidia-h200-tpot_ms-p2.png",
+                                         "history-nvidia-h200-tpot_ms-p3.png"]
+    heights = [struct.unpack(">II", p.read_bytes()[16:24])[1] for p in written]
+    assert max(heights) <= 90 * (2.2 * PANELS_PER_FIGURE + 0.7) + 1  # dpi 90: 12 panels at most
+    from pytest_moeperf.history.history_render import _plot_order
+
+    assert _plot_order(series)[0].benchmark.endswith("[stepped]")  # the change leads page 1

@@ -116,7 +116,7 @@ def test_merge_keeps_every_case_with_its_gpu_and_lists_all_gpus():
     assert doc["commit_info"] == {"id": "abc"}
     assert doc["moeperf_failed"] == [{"worker": "gw0", "fullname": "x", "case": "gpt-oss-20b-c2048-n64",
                                       "error": "CUDA out of memory"}]
-    from pytest_moeperf.gate.baseline import validate_document
+    from pytest_moeperf.results.documents import validate_document
 
     validate_document(doc, "merged")
 
@@ -181,7 +181,7 @@ def test_combine_ranks_refuses_a_partial_energy_sum():
 
 def test_rank0_extra_info_and_document():
     from pytest_moeperf.model.cases import Case
-    from pytest_moeperf.gate.baseline import validate_document
+    from pytest_moeperf.results.documents import validate_document
 
     info = {"model": "gpt-oss-120b", "params_active": 5_130_000_000, "decode_tokens_per_s": 100.0,
             "peak_allocated_bytes": 1, "samples": {"ttft_ms": [1.0, 2.0]}, "energy_j": None}
@@ -229,6 +229,7 @@ def xdist_run(tmp_path_factory):
     return {"dir": d, "proc": proc, "json": merged, "out": proc.stdout + proc.stderr}
 
 
+@pytest.mark.e2e
 def test_xdist_run_merges_both_cases_with_every_required_key(xdist_run):
     assert xdist_run["proc"].returncode == 0, xdist_run["out"][-4000:]
     doc = json.loads(xdist_run["json"].read_text())
@@ -253,6 +254,7 @@ def test_xdist_run_merges_both_cases_with_every_required_key(xdist_run):
     assert "2 cases merged into" in out
 
 
+@pytest.mark.e2e
 def test_merged_json_is_read_by_compare_and_report(xdist_run, tmp_path):
     path = str(xdist_run["json"])
     proc = subprocess.run([sys.executable, "-m", "pytest_moeperf", "compare", path, path],
@@ -266,6 +268,7 @@ def test_merged_json_is_read_by_compare_and_report(xdist_run, tmp_path):
     assert "tiny-moe" in text and "tiny-dense" in text
 
 
+@pytest.mark.e2e
 def test_more_workers_than_listed_gpus_is_a_usage_error(tmp_path):
     pytest.importorskip("xdist")
     (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
@@ -328,6 +331,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.e2e
 def test_two_gloo_ranks_split_the_moe_experts_and_the_dense_layers(tmp_path):
     # the real load under torchrun (2 CPU ranks, gloo), with the installed transformers: each
     # rank holds half of tiny-moe's 4 experts (attention whole), and a half of tiny-dense's q_proj

@@ -17,22 +17,18 @@ from pathlib import Path
 import pytest
 
 from pytest_moeperf.metrics import schema
-from pytest_moeperf.results.results_log import read_log, to_benchmark_document
+from pytest_moeperf.results.log_document import to_benchmark_document
+from pytest_moeperf.results.results_log import read_log
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_TEXT = (ROOT / "benchmarks" / "test_deployment.py").read_text(encoding="utf-8")
+from bench_project import copy_benchmark
+
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess or pytester
+
 FAST = ("--moeperf-rounds", "3", "--moeperf-new-tokens", "4")
 
 
-def _bench_dir(path: Path) -> Path:
-    d = path / "benchmarks"
-    d.mkdir(exist_ok=True)
-    (d / "test_deployment.py").write_text(BENCH_TEXT, encoding="utf-8")
-    return d
-
-
 def _run(pytester: pytest.Pytester, *args: str, gate: str = "off") -> pytest.RunResult:
-    _bench_dir(pytester.path)
+    copy_benchmark(pytester.path)
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--moeperf-gate", gate,
                                          "--moeperf-results", str(pytester.path / "r.jsonl"), *args,
                                          "benchmarks")
@@ -52,7 +48,7 @@ def _records(path: Path, kind: str) -> list[dict]:
 def default_run(tmp_path_factory):
     """Default options (models, dtype, backend ...) on CPU; only the sizes are made small."""
     d = tmp_path_factory.mktemp("default_run")
-    _bench_dir(d)
+    copy_benchmark(d)
     log, bjson = d / "r.jsonl", d / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--moeperf-gate", "off",
@@ -127,7 +123,7 @@ def test_results_command_lists_cases_and_writes_benchmark_document(default_run, 
     assert "test_generate[tiny-dense-c64-n4]" in proc.stdout
     assert "2 finished, 0 failed" in proc.stdout
     doc = json.loads(out_json.read_text())
-    from pytest_moeperf.gate.baseline import validate_document
+    from pytest_moeperf.results.documents import validate_document
 
     validate_document(doc, str(out_json))  # the gate reads it like any pytest-benchmark run
     ran = json.loads(default_run["json"].read_text())
@@ -277,7 +273,7 @@ def test_loading_the_plugin_imports_no_torch_transformers_or_pynvml(tmp_path):
         rc = pytest.main(["--co", "-q", "-p", "no:cacheprovider", {str(empty)!r}], plugins=[probe])
         print(json.dumps({{"rc": int(rc), "state": probe.state, "gate": probe.gate,
                           "plugin": "pytest_moeperf.plugin.plugin" in sys.modules,
-                          "heavy": [m for m in ("torch", "transformers", "pynvml", "scipy", "httpx") if m in sys.modules]}}))
+                          "heavy": [m for m in ("torch", "transformers", "pynvml", "scipy", "httpx", "aiohttp") if m in sys.modules]}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTEST_ADDOPTS": ""})

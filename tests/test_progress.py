@@ -114,6 +114,7 @@ DEFAULT_LINES = [
 VERBOSE_LINE = "moeperf: measuring m-c64-n4: 12 rounds, 5 energy windows, about 13.2 s ..."
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args", [(), ("--capture=fd",), ("--capture=sys",), ("-s",)])
 def test_progress_lines_reach_the_terminal_under_every_capture_mode(pytester, args):
     pytester.makepyfile(CALLS)
@@ -126,6 +127,7 @@ def test_progress_lines_reach_the_terminal_under_every_capture_mode(pytester, ar
     assert lines == DEFAULT_LINES
 
 
+@pytest.mark.e2e
 def test_progress_is_quiet_under_q_and_fuller_under_v(pytester):
     pytester.makepyfile(CALLS)
     quiet = pytester.runpytest("-p", "no:cacheprovider", "--moeperf-gate", "off", "-q")

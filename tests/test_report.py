@@ -140,6 +140,7 @@ def _column(table: list[str], header: str) -> list[str]:
 # --- the CPU-shaped run, through the real command line ----------------------------------------
 
 
+@pytest.mark.e2e
 def test_cpu_run_via_subprocess(tmp_path):
     results = _write(tmp_path / "cpu.json", cpu_run())
     out = tmp_path / "report"
@@ -149,10 +150,16 @@ def test_cpu_run_via_subprocess(tmp_path):
     md = (out / "report.md").read_text(encoding="utf-8")
     for n in range(1, 9):
         assert re.search(rf"^### Table {n}:", md, re.M), f"Table {n} missing"
-    for unit in ("TTFT (ms)", "TPOT (ms/token)", "Decode throughput (tokens/s)", "(tokens/s)", "Weights (GB)",
-                 "Peak allocated (GB)", "Energy per generate() (J)", "Tokens per joule (tokens/J)",
-                 "(J/1k tokens)", "(tokens/s/B)", "Peak RSS (GB)"):
+    for unit in ("TTFT (ms)", "TPOT (ms/token)", "Decode throughput (tokens/s)", "(tokens/s)", "Weights (",
+                 "Peak allocated (", "Energy per generate() (J)", "Tokens per joule (tokens/J)",
+                 "(J/1k tokens)", "(tokens/s/B)", "Peak RSS ("):
         assert unit in md, unit
+    # memory columns in the unit that fits each: no size prints as 0.00
+    t5 = _table_lines(md, "### Table 5")
+    headers = {c.strip() for line in t5 for c in line.strip("|").split(" | ")}
+    for prefix in ("Weights (", "Peak RSS ("):
+        cells = _column(t5, next(h for h in headers if h.startswith(prefix)))
+        assert all(float(c.replace(",", "")) >= 1 for c in cells if c != "—"), (prefix, cells)
     # both throughputs, clearly named
     assert "Decode throughput (tokens/s)" in md and "E2E throughput incl. prefill" in md
     # energy is null on CPU: a dash with a footnote carrying the reason
@@ -166,7 +173,7 @@ def test_cpu_run_via_subprocess(tmp_path):
     _assert_plots(out)
     # the MoE model is the reference for Table 5: 0 for itself, > 0 % less vs the dense model
     t5 = _table_lines(md, "### Table 5")
-    less = _column(t5, "% less for tiny-moe vs this model")
+    less = _column(t5, "% less for tiny-moe vs this model (%)")
     assert less[0] == "0.00" and float(less[1]) > 0
 
 
@@ -179,7 +186,7 @@ def test_largest_context_rows(tmp_path):
     assert _column(t2, "Context (tokens)") == ["64", "64", "128", "128"]
     t4 = _table_lines(md, "### Table 4")
     assert _column(t4, "Context (tokens)") == ["64 → 128", "64 → 128"]
-    assert all(v.startswith("-") for v in _column(t4, "Δ Decode (%)"))
+    assert all(v.startswith("-") for v in _column(t4, "Δ decode vs smallest (%)"))
 
 
 # --- a run with every metric, in-process, with ablations and --against --------------------------
@@ -257,6 +264,7 @@ def test_paper_baseline_renders_all_tables(tmp_path):
 # --- bad input ----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["missing", "corrupt", "empty", "not-a-document"])
 def test_bad_input_exit_2_one_line(tmp_path, kind):
     path = tmp_path / f"{kind}.json"
@@ -279,7 +287,7 @@ def test_bad_input_raises_value_error(tmp_path):
     good = _write(tmp_path / "good.json", cpu_run())
     with pytest.raises(ValueError, match="no such file"):
         _run(tmp_path / "nope.json", tmp_path / "out")
-    with pytest.raises(ValueError, match=r"bad\.json.*not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad\.json: not JSON"):
         _run(_write(tmp_path / "bad.json", "not json"), tmp_path / "out")
     with pytest.raises(ValueError, match=r"base\.json: no benchmarks"):
         _run(good, tmp_path / "out", _write(tmp_path / "base.json", {"benchmarks": ["x"]}))

@@ -12,8 +12,10 @@ from pytest_moeperf.__main__ import main
 from pytest_moeperf.metrics.schema import METRICS_BY_KEY
 from pytest_moeperf.model.cases import Case, DECODING_PRESETS
 from pytest_moeperf.report.context_tables import kv_difference_bytes
+from pytest_moeperf.report import context_tables
 from pytest_moeperf.report.failed_cases import failed_rows, failure_label, parse_case_id
-from pytest_moeperf.report.report_plots import PLOTS, failed_label, failed_points
+from pytest_moeperf.report.plot_list import PLOTS
+from pytest_moeperf.report.report_plots import failed_label, failed_points
 from pytest_moeperf.report.rows import results_of
 from pytest_moeperf.report.runs import load_runs
 from pytest_moeperf.report.tables import Report
@@ -100,13 +102,13 @@ def test_failed_marks_in_plots_group_contexts_by_reason():
 
 def test_kv_table_compares_measured_with_analytic_and_shows_failed_cells_as_oom():
     report = Report(results_of("long.json", long_run()))
-    table = _table_lines("\n".join(report.memory_table()), "### Table 5b")
+    table = _table_lines("\n".join(context_tables.memory_table(report)), "### Table 5b")
     measured = METRICS_BY_KEY["kv_cache_measured_bytes"]
     header = f"{measured.title} (MB)"  # the registry's title, bytes shown as decimal MB
     assert _column(table, "Model")[3].startswith("tiny-moe ✗")  # the footnote mark with the error
     assert _column(table, "Context (tokens)") == ["8192", "32768", "8192", "32768"]
-    assert _column(table, header) == ["33.6", "134.2", "33.6", "OOM"]
-    assert _column(table, f"KV measured − analytic ({measured.unit})") == ["8", "8", "0", "OOM"]
+    assert _column(table, header) == ["33.55", "134.22", "33.55", "OOM"]  # the registry's format (.2f)
+    assert _column(table, f"KV measured − analytic ({measured.unit})") == ["8", "8", "0", "OOM"]  # REPORT_METRICS
     by_id = {r.case_id: r for r in report.res.rows}
     assert kv_difference_bytes(by_id["tiny-dense-c32768-n16"]) == 8
     assert kv_difference_bytes(by_id["tiny-moe-c32768-n16"]) is None  # failed: no numbers
@@ -130,7 +132,7 @@ def test_a_bad_second_file_is_one_line_naming_it(tmp_path, capsys):
     bad.write_text("{", encoding="utf-8")
     assert main(["report", str(good), str(bad), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "b.json" in err and "not valid JSON" in err
+    assert err.count("\n") == 0 and "b.json: not JSON" in err
 
 
 # --- end to end: the command line on a core run and a long-context run with an OOM -------------------------
@@ -182,3 +184,14 @@ def test_a_benchmark_marked_failed_shows_its_reason_never_its_partial_numbers():
     table = _table_lines(Report(results_of("x.json", doc)).markdown(), "### Table 2")
     row = next(line for line in table if line.startswith("| 1024 | tiny-moe"))
     assert [c.strip() for c in row.strip("|").split(" | ")[2:]] == ["failed"] * 3
+
+
+def test_rounds_that_scatter_past_the_gates_reach_are_flagged():
+    from pytest_moeperf.report.scatter import too_scattered
+
+    quiet = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1, 99.9, 100.0]
+    noisy = [100.0, 140.0, 80.0, 130.0, 90.0, 150.0, 70.0, 120.0, 85.0, 135.0]
+    assert too_scattered(quiet) is None
+    cv, mde, threshold = too_scattered(noisy)
+    assert mde > threshold == 7.0 and cv > 20
+    assert too_scattered(noisy[:2]) is None  # two rounds: the spread itself is unknown

@@ -70,7 +70,12 @@ def test_render_html_leaves_a_missing_or_remote_image_alone(tmp_path):
 PROBE = ("<script>addEventListener('load', () => { const b = document.body;"
          " b.dataset.tables = document.querySelectorAll('table').length;"
          " b.dataset.decoded = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;"
-         " b.dataset.height = document.documentElement.scrollHeight; });</script>")
+         " b.dataset.height = document.documentElement.scrollHeight;"
+         " const h2 = document.querySelector('h2'); b.dataset.firsth2 = h2 ? h2.id : '';"
+         " const s = document.getElementById('summary');"
+         " b.dataset.summarytop = s ? Math.round(s.getBoundingClientRect().top + scrollY) : 99999;"
+         " const t = document.querySelector('#summary ~ div.table-wrap');"
+         " b.dataset.summarytable = t ? Math.round(t.getBoundingClientRect().top + scrollY) : 99999; });</script>")
 
 
 def _chromium() -> str:
@@ -92,6 +97,7 @@ def _browse(browser: str, profile: Path, *args: str) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e
 def test_chromium_renders_every_table_and_plot(report_dir, tmp_path):
     import matplotlib.image as mpimg
     import numpy as np
@@ -106,6 +112,9 @@ def test_chromium_renders_every_table_and_plot(report_dir, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
     attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body))
+    # the answer first: the page's first section is the summary, its table within the first screen
+    assert re.search(r'data-firsth2="summary"', body), body
+    assert int(attrs["summarytop"]) < 200 and int(attrs["summarytable"]) < 800, attrs
     assert int(attrs["tables"]) == _markdown_tables(md)
     assert int(attrs["decoded"]) == len(report_tables.PLOT_FILES)  # every plot decoded with a real size
     height = int(attrs["height"])

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pytest_moeperf.report.tables import Report
 from pytest_moeperf.report.rows import load_results
 from pytest_moeperf.report.report_format import pack_groups, without_unit
-from pytest_moeperf.report.report_plots import BAND, PLOTS, colors, samples_of, spread
+from pytest_moeperf.report.plot_list import PLOTS
+from pytest_moeperf.report.report_plots import BAND, colors, samples_of, spread
 from pytest_moeperf.metrics.stats import median, median_ci95, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,18 @@ def test_median_interval_holds_the_median_within_the_samples(values):
     assert min(values) - 1e-9 <= lo <= median(values) + 1e-9
     assert median(values) - 1e-9 <= hi <= max(values) + 1e-9
     assert median_ci95(values) == (lo, hi)  # seeded: a report regenerates byte for byte
+
+
+def test_median_interval_agrees_with_scipy_bootstrap():
+    import numpy as np
+    from scipy import stats
+
+    values = np.random.default_rng(3).lognormal(3.0, 0.3, 12)
+    ours = median_ci95(values.tolist())
+    theirs = stats.bootstrap((values,), np.median, n_resamples=20000, confidence_level=0.95, method="percentile",
+                             vectorized=True, random_state=np.random.default_rng(1)).confidence_interval
+    width = values.max() - values.min()
+    assert abs(ours[0] - theirs.low) < 0.05 * width and abs(ours[1] - theirs.high) < 0.05 * width
 
 
 def test_median_interval_edge_cases():

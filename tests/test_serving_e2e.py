@@ -13,17 +13,10 @@ import pytest
 from pytest_moeperf.metrics import schema
 from pytest_moeperf.results.results_log import read_log
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_TEXT = (ROOT / "benchmarks" / "test_serving.py").read_text(encoding="utf-8")
+from bench_project import copy_benchmark
+
 SMALL = ("--gpu", "cpu", "--moeperf-models", "tiny-dense", "--moeperf-serving-lengths", "64/4",
          "--moeperf-requests", "4", "--moeperf-warmup-requests", "1", "--moeperf-gate", "off")
-
-
-def _bench_dir(path: Path) -> Path:
-    d = path / "benchmarks"
-    d.mkdir(exist_ok=True)
-    (d / "test_serving.py").write_text(BENCH_TEXT, encoding="utf-8")
-    return d
 
 
 def _pytest(d: Path, *args: str) -> subprocess.CompletedProcess:
@@ -35,11 +28,32 @@ def _pytest(d: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def serving_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("serving")
-    _bench_dir(d)
+    (copy_benchmark(d, "test_serving.py") / "conftest.py").write_text(HOOKS_CONFTEST, encoding="utf-8")
     proc = _pytest(d, "--moeperf-concurrency", "2", "--moeperf-rate", "40", "--benchmark-json", str(d / "b.json"))
     return d, proc
 
 
+# the suite's hooks, implemented in a conftest as a user would: each call is written to hooks.txt
+HOOKS_CONFTEST = """
+def pytest_moeperf_case_finished(config, case, extra_info):
+    with open("hooks.txt", "a") as fh:
+        fh.write(f"finished {case.case_id} {extra_info['requests']}\\n")
+"""
+
+
+@pytest.mark.e2e
+def test_serving_points_have_progress_lines_and_the_suites_hooks(serving_run):
+    """Serving load points are a kind of the one plugin session: its progress line (place in the run and
+    time left) and its pytest_moeperf_case_finished hook, as the single-request cases have."""
+    d, proc = serving_run
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "moeperf: point 1/2: tiny-dense-c64-n4-cc2" in proc.stdout
+    assert "moeperf: point 2/2: tiny-dense-c64-n4-r40" in proc.stdout
+    assert sorted((d / "hooks.txt").read_text().splitlines()) == ["finished tiny-dense-c64-n4-cc2 4",
+                                                                  "finished tiny-dense-c64-n4-r40 4"]
+
+
+@pytest.mark.e2e
 def test_serving_run_writes_every_metric(serving_run):
     d, proc = serving_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -53,6 +67,8 @@ def test_serving_run_writes_every_metric(serving_run):
         assert x["requests"] == 4 and x["failed_requests"] == 0 and len(x["samples"]["req_ttft_ms"]) == 4
         assert x["output_tokens_total"] == 16 and x["energy_unavailable"]  # CPU: a reason, not a number
         assert x["engine"]["engine_resolved"]["num_blocks"] == 512
+        assert x["client_cpu_ms_per_request"] > 0 and isinstance(x["client_lagged"], bool)
+        assert (x["harness_lateness_ms_p99"] is None) == (x["load_mode"] == "concurrency")
     assert "moeperf serving metrics" in proc.stdout and "saturation rule" in proc.stdout
     recs = [json.loads(x) for x in (d / "rec.jsonl").read_text().splitlines()]
     assert len(recs) == 8 and {r["point_id"] for r in recs} == set(names)
@@ -60,12 +76,14 @@ def test_serving_run_writes_every_metric(serving_run):
     assert sorted(r["benchmark"]["param"] for r in logged) == names
 
 
+@pytest.mark.e2e
 def test_resume_skips_finished_points(serving_run):
     d, proc = serving_run
     assert proc.returncode == 0
     again = _pytest(d, "--moeperf-concurrency", "2", "--moeperf-rate", "40", "--moeperf-resume")
-    assert again.returncode == 5 or "2 deselected" in again.stdout, again.stdout[-2000:]
-    assert "2 serving point(s) already finished" in again.stdout
+    assert again.returncode == 0, again.stdout[-2000:]  # a finished sweep resumed is done (issue 27.9)
+    assert "moeperf resume: all 2 serving point(s) already finished in " in again.stdout
+    assert "; nothing left to run" in again.stdout and "measured again" not in again.stdout
 
 
 BAD = [
@@ -90,7 +108,7 @@ BAD = [
 
 @pytest.mark.parametrize("args,msg", BAD)
 def test_bad_serving_option_is_one_line(args, msg):
-    from pytest_moeperf.plugin.options import parse_options
+    from pytest_moeperf.measure.run_options import parse_options
     from pytest_moeperf.serving.options import parse_serving_options
 
     raw = dict(zip(["moeperf_" + a[10:].replace("-", "_") for a in args[::2]], args[1::2]))
@@ -101,24 +119,26 @@ def test_bad_serving_option_is_one_line(args, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.e2e
 def test_bad_input_exits_4_with_one_line(tmp_path):
     """The path from a bad value to pytest's usage error, once, in a real run (no traceback)."""
-    _bench_dir(tmp_path)
+    copy_benchmark(tmp_path, "test_serving.py")
     proc = _pytest(tmp_path, "--moeperf-concurrency", "0")
     assert proc.returncode == 4, proc.stdout[-2000:]
     assert "ERROR: --moeperf-concurrency: 0 must be > 0" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and "INTERNALERROR" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.e2e
 def test_gate_compares_serving_points_on_their_request_samples(serving_run):
     from pytest_moeperf.gate import config as gate_config
-    from pytest_moeperf.gate import decision as gate_decision
+    from pytest_moeperf.gate import gate_run
     from pytest_moeperf.gate import verdicts as gate_verdicts
 
     d, proc = serving_run
     assert proc.returncode == 0
     doc = json.loads((d / "b.json").read_text())
-    result = gate_decision.compare_documents([doc], doc, gate_config.load_gate_config(None))
+    result = gate_run.compare_documents([doc], doc, gate_config.load_gate_config(None))
     assert len(result.benchmarks) == 2 and not result.missing
     for b in result.benchmarks:
         assert b.status == "compared" and b.verdict == gate_verdicts.PASS  # the same run on both sides
@@ -128,6 +148,7 @@ def test_gate_compares_serving_points_on_their_request_samples(serving_run):
         assert "ttft_ms" not in by_key  # single-request metrics are not looked for here
 
 
+@pytest.mark.e2e
 def test_report_draws_the_serving_plots(serving_run, tmp_path):
     import argparse
 
@@ -138,6 +159,13 @@ def test_report_draws_the_serving_plots(serving_run, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Serving under load" in md and "### Knees" in md and "advantage vanishes" in md
     assert "tiny-dense | cc2" in md and "no open-loop" not in md
-    for png in ("serving_pareto.png", "serving_latency_vs_load.png", "serving_goodput_vs_rate.png",
-                "serving_j_per_token_vs_load.png"):
-        assert (tmp_path / png).stat().st_size > 5000, png
+    import json
+
+    points = [b["extra_info"] for b in json.loads((d / "b.json").read_text())["benchmarks"]]
+    energy = any(x.get("j_per_output_token") is not None for x in points)
+    opened = any(x.get("load_mode") != "concurrency" for x in points)
+    expect = {"serving_pareto.png": True, "serving_latency_vs_load.png": True,
+              "serving_goodput_vs_rate.png": opened, "serving_j_per_token_vs_load.png": energy}
+    for png, drawn in expect.items():  # a plot with nothing to show is not drawn, nor named in the page
+        assert (tmp_path / png).exists() == drawn and (png in md) == drawn, png
+        assert not drawn or (tmp_path / png).stat().st_size > 5000, png

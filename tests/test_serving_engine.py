@@ -10,8 +10,10 @@ import dataclasses
 import pytest
 
 from pytest_moeperf.serving.backend import BackendError
-from pytest_moeperf.serving.engine import ContinuousBatchingBackend, EngineOptions, cb_config_kwargs
-from pytest_moeperf.serving.loadgen import LoadPoint, run_load
+from pytest_moeperf.serving.engine import ContinuousBatchingBackend, cb_config_kwargs
+from pytest_moeperf.serving.options import EngineOptions
+from pytest_moeperf.serving.load_point import LoadPoint
+from pytest_moeperf.serving.loadgen import run_load
 from pytest_moeperf.serving.metrics import load_point_metrics
 from pytest_moeperf.serving.slo import MLPERF_SLOS
 from pytest_moeperf.serving.workload import LengthSpec, PromptCache, WorkloadSpec, build_workload
@@ -78,6 +80,7 @@ def test_closed_engine_refuses_in_one_line(tiny_moe):
         asyncio.run(backend.stream(reqs[0]).__anext__())
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # 5.24: past_key_values= is deprecated, cache= is not
 def test_distinct_experts_grow_with_batch(tiny_moe):
     from pytest_moeperf.serving.routing_batch import at_batch, distinct_experts_vs_batch
 
@@ -98,10 +101,11 @@ def test_gpu_sizing_caps_the_kv_cache(monkeypatch):
 
     import torch
 
-    from pytest_moeperf.plugin.options import parse_options
+    from pytest_moeperf.measure.run_options import parse_options
     from pytest_moeperf.model.presets import get_preset
     from pytest_moeperf.serving.options import parse_serving_options
-    from pytest_moeperf.serving.runner import gpu_sizing
+    from pytest_moeperf.serving.engine_target import gpu_sizing
+    from pytest_moeperf.serving.sweep import Sweep
 
     base = parse_options({"moeperf_gpu": "cpu", "moeperf_models": "gpt-oss-20b"}.get, cuda_available=False)
     raw = {"moeperf_concurrency": "1,8,64", "moeperf_serving_lengths": "2048/64"}
@@ -114,11 +118,11 @@ def test_gpu_sizing_caps_the_kv_cache(monkeypatch):
     from dataclasses import replace
 
     eng = replace(opts.engine_for(opts.points[0]), block_size=None, num_blocks=None, max_batch_tokens=None)  # GPU defaults
-    size = gpu_sizing(loaded, opts, eng)
+    size = gpu_sizing(loaded, Sweep(opts.points), eng)
     per_request = -(-2112 // 256) + 1
     block_bytes = 2 * 8 * 64 * 2 * 256 * 24  # k and v, 8 kv heads x 64, bf16, 256 tokens, 24 layers
     assert size["block_bytes"] == block_bytes and size["max_batch_tokens"] == 512
     assert size["wanted_blocks"] == 80 * per_request and size["num_blocks"] == 80 * per_request
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2**30, 140 * 2**30))  # little free: the cap wins
-    small = gpu_sizing(loaded, opts, eng)
+    small = gpu_sizing(loaded, Sweep(opts.points), eng)
     assert small["num_blocks"] == max(per_request, int(0.4 * 2**30 // block_bytes)) < small["wanted_blocks"]

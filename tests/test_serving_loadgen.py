@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_moeperf.serving.loadgen import LoadPoint, VirtualClock, arrival_times, run_load
+from pytest_moeperf.serving.load_point import LoadPoint
+from pytest_moeperf.serving.loadgen import VirtualClock, arrival_times, run_load
 from pytest_moeperf.serving.metrics import load_point_metrics, request_latencies, steady_window
 from pytest_moeperf.serving.slo import MLPERF_SLOS, Slo, parse_slo
 from pytest_moeperf.serving.stub import StubBackend
 from pytest_moeperf.serving.sweep import SweepPoint, knee, saturation_index
 from pytest_moeperf.serving.workload import LengthSpec, WorkloadSpec, parse_length, synthetic_workload
+
 
 TTFT, TPOT = 0.1, 0.01
 
@@ -70,6 +72,34 @@ def test_failures_are_records_never_dropped():
     assert m["slo_attainment"] == pytest.approx(4 / 6)  # failed requests count as missed
 
 
+class _TailBackend(StubBackend):
+    """Chunks every TPOT, then the stream closes ``tail_s`` later (a usage chunk and [DONE] over HTTP)."""
+
+    tail_s = 0.5
+
+    async def stream(self, request):
+        from pytest_moeperf.serving.backend import StreamEnd
+
+        async for item in super().stream(request):
+            if isinstance(item, StreamEnd):
+                await self.clock.sleep(self.tail_s)
+            yield item
+
+
+def test_a_request_ends_at_its_last_content_chunk_not_at_the_stream_close():
+    clock = VirtualClock()
+    reqs = synthetic_workload(3, 8, 5)
+    run = clock.run(run_load(_TailBackend(clock, ttft_s=TTFT, tpot_s=TPOT), reqs, LoadPoint("concurrency", 1),
+                             clock=clock))
+    for r in run.records:
+        assert r.end_s == r.chunk_times_s[-1]
+        assert r.end_s - r.sent_s == pytest.approx(TTFT + 4 * TPOT)  # E2E leaves the tail out
+        assert r.info["stream_end_s"] - r.end_s == pytest.approx(_TailBackend.tail_s)
+        assert request_latencies(r)["e2e_ms"] == pytest.approx((TTFT + 4 * TPOT) * 1e3)
+    # the next user's request still waits for the stream's close (the connection is busy until then)
+    assert run.records[1].sent_s == pytest.approx(run.records[0].info["stream_end_s"])
+
+
 def test_time_limit_records_the_unfinished():
     run = _run(LoadPoint("concurrency", 1), n=10, timeout=0.5)  # each request takes 0.14 s
     assert len(run.records) == 10
@@ -78,21 +108,76 @@ def test_time_limit_records_the_unfinished():
     assert all("time limit" in r.error for r in run.records if not r.ok)
 
 
+def test_makespan_counts_requests_stopped_at_the_limit_and_never_sent():
+    """Issue 27.5: one makespan rule for every outcome. At 1e-9 requests/s nothing arrives before a
+    5 s limit: the makespan is the 5 s, not the instant of some early end, and no rate is inflated."""
+    run = _run(LoadPoint("poisson", 1e-9), n=8, timeout=5.0)
+    assert run.duration_s == pytest.approx(5.0) and not any(r.ok for r in run.records)
+    m = load_point_metrics(run.records, run.duration_s, [], MLPERF_SLOS["mlperf-llama2-70b"])
+    assert m["request_throughput_per_s"] == 0 and m["goodput_req_per_s"] == 0
+    # closed loop cut at the limit: 3 finished by 0.42 s, the makespan is still the 0.5 s limit
+    cut = _run(LoadPoint("concurrency", 1), n=10, timeout=0.5)
+    assert cut.duration_s == pytest.approx(0.5)
+    m = load_point_metrics(cut.records, cut.duration_s, [], MLPERF_SLOS["mlperf-llama2-70b"])
+    assert m["request_throughput_per_s"] == pytest.approx(3 / 0.5)
+
+
+def test_a_point_with_a_large_failed_share_is_a_failed_point():
+    from pytest_moeperf.serving.metrics import MAX_FAILED_SHARE, point_failure
+
+    slo = MLPERF_SLOS["mlperf-llama2-70b"]
+    run = _run(LoadPoint("concurrency", 2), n=20, fail={"r1", "r4", "r7"})  # 15 % failed
+    m = load_point_metrics(run.records, run.duration_s, [], slo)
+    why = point_failure(m)
+    assert why.startswith("3 of 20 requests failed") and "\n" not in why
+    ok = _run(LoadPoint("concurrency", 2), n=20, fail={"r1"})  # 5 %: measured, the failure counted
+    assert MAX_FAILED_SHARE == 0.10 and point_failure(load_point_metrics(ok.records, ok.duration_s, [], slo)) is None
+    none = _run(LoadPoint("concurrency", 1), n=2, fail={"r0", "r1"})
+    assert point_failure(load_point_metrics(none.records, none.duration_s, [], slo)).startswith("no request succeeded")
+
+
+def test_cancelling_a_run_cancels_what_it_started():
+    """Ctrl-C reaches run_load as a cancellation: every request it started is cancelled with it,
+    so none outlives the run (the engine's requests are cancelled in each stream's finally)."""
+    clock = VirtualClock()
+
+    async def main():
+        task = asyncio.ensure_future(run_load(StubBackend(clock, ttft_s=1.0), synthetic_workload(4, 8, 3),
+                                              LoadPoint("concurrency", 4), clock=clock, timeout_s=100))
+        await clock.sleep(0.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()
+                and not t.get_coro().__qualname__.endswith("drive")]  # the virtual clock's own driver
+
+    assert clock.run(main()) == []
+
+
 @settings(max_examples=30, deadline=None)
 @given(rate=st.floats(0.05, 500), n=st.integers(1, 200), seed=st.integers(0, 10**6),
        mode=st.sampled_from(["poisson", "constant"]))
-def test_arrivals_start_at_zero_increase_and_are_seeded(rate, n, seed, mode):
+def test_n_arrivals_span_n_over_rate_increase_and_are_seeded(rate, n, seed, mode):
+    """Issue 28.5, vLLM's rule: the gaps are rescaled so the n-th arrival is at n/rate (the offered
+    rate over the schedule is the asked one); the first arrival is one (scaled) gap after 0."""
     p = LoadPoint(mode, rate)
     t = arrival_times(p, n, seed)
-    assert len(t) == n and t[0] == 0.0 and all(b >= a for a, b in zip(t, t[1:]))
-    assert t == arrival_times(p, n, seed)
+    assert len(t) == n and t[0] > 0 and all(b >= a for a, b in zip(t, t[1:]))
+    assert t[-1] == pytest.approx(n / rate) and t == arrival_times(p, n, seed)
     if mode == "constant":
-        assert t[-1] == pytest.approx((n - 1) / rate)
+        assert t == pytest.approx([(i + 1) / rate for i in range(n)])
 
 
 def test_poisson_mean_gap_is_one_over_rate():
     t = arrival_times(LoadPoint("poisson", 4.0), 4001, seed=1)
-    assert t[-1] / 4000 == pytest.approx(0.25, rel=0.05)
+    gaps = [b - a for a, b in zip([0.0] + t, t)]
+    assert sum(gaps) / len(gaps) == pytest.approx(0.25)
+    assert len({round(g, 9) for g in gaps}) > 3000  # still exponential gaps, not a constant rate
+
+
+def test_open_loop_records_the_offered_rate():
+    run = _run(LoadPoint("poisson", 4.0), n=20)
+    assert run.offered_rate_per_s == pytest.approx(4.0)  # 20 sends, the last at 20/4 s
+    assert _run(LoadPoint("concurrency", 2), n=4).offered_rate_per_s is None
 
 
 @pytest.mark.parametrize("mode,value", [("concurrency", 0), ("concurrency", -1), ("concurrency", 1.5),
@@ -204,46 +289,18 @@ def test_stub_answers_at_once_on_the_real_clock():
     assert all(math.isfinite(r.end_s) for r in run.records)
 
 
-# --- prefill vs decode energy (single-request benchmark) ----------------------------------------------
+def test_queue_wait_is_over_successful_requests_and_not_clipped():
+    """Issue 28.6: a failed request's admission is left out (docs: successful requests only), and a
+    wait below 0 (the engine's stamp before the harness's send: two clocks disagreeing) is kept."""
+    from pytest_moeperf.serving.loadgen import RequestRecord
 
-def test_energy_split_recovers_known_prefill_and_decode():
-    from pytest_moeperf.measure.energy_split import split_from_windows
+    def rec(rid, admitted, error=None):
+        return RequestRecord(rid, 0, 8, 2, 0.0, 1.0, None if error else 1.1, () if error else (1.1, 1.2),
+                             () if error else (1, 1), 1.2, 0 if error else 2, error=error,
+                             info={"engine_admitted_s": admitted})
 
-    prefill, per_token, n, batch = 30.0, 2.0, 65, 2
-    one = [batch * (prefill + per_token) + d for d in (-0.5, 0.0, 0.5)]  # a 1-token round: prefill + token 1
-    full = [batch * (prefill + n * per_token) + d for d in (-1.0, 0.0, 1.0)]
-    s = split_from_windows(one, full, n, batch)
-    assert s["prefill_j_per_request"] == pytest.approx(prefill + per_token)  # the first token rides with prefill
-    assert s["decode_j_per_token"] == pytest.approx(per_token)
-    lo, hi = s["decode_j_per_token_ci95"]
-    assert lo < per_token < hi and s["decode_j_per_token_cv"] > 0 and s["prefill_windows"] == 3
-    assert "unavailable" in split_from_windows([], full, n, batch)
-
-
-# --- steady-state energy from a counter trace --------------------------------------------------------
-
-def test_window_energy_interpolates_the_counter():
-    from pytest_moeperf.serving.energy_trace import counter_at, window_energy
-
-    trace = [(float(t), 300.0 * t) for t in range(0, 11)]  # a 300 W board sampled every second
-    assert counter_at(trace, 2.5) == pytest.approx(750.0)
-    assert counter_at(trace, 11.0) is None
-    e = window_energy(trace, 2.5, 8.5, tokens=600)
-    assert e["steady_energy_j"] == pytest.approx(1800.0) and e["avg_power_w"] == pytest.approx(300.0)
-    assert e["j_per_output_token"] == pytest.approx(3.0)
-    assert "5 s" in window_energy(trace, 1.0, 4.0, tokens=10)["energy_unavailable"]
-
-
-def test_energy_trace_samples_a_meter_in_a_thread():
-    import itertools
-    import types
-
-    from pytest_moeperf.serving.energy_trace import EnergyTrace
-
-    counter = itertools.count(0, 100)  # mJ, rising by 100 per read
-    meter = types.SimpleNamespace(device=types.SimpleNamespace(energy_mj=lambda: next(counter)))
-    with EnergyTrace(meter, interval_s=0.001) as trace:
-        pass
-    times = [t for t, _ in trace.samples]
-    assert len(trace.samples) >= 2 and times == sorted(times)
-    assert [e for _, e in trace.samples] == sorted(e for _, e in trace.samples)
+    records = [rec("a", 1.05), rec("b", 0.99), rec("c", 3.0, error="engine failed request c")]
+    m = load_point_metrics(records, 1.2, [], MLPERF_SLOS["mlperf-llama2-70b"])
+    assert m["req_queue_wait_ms_n"] == 2
+    assert sorted(m["samples"]["req_queue_wait_ms"]) == pytest.approx([-10.0, 50.0])
+    assert request_latencies(records[2])["queue_wait_ms"] is None

@@ -5,22 +5,17 @@ or the real ``transformers serve`` (session fixture in conftest.py)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
-from pathlib import Path
+import contextlib
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_moeperf.serving.backend import BackendError, Chunk, ServingRequest, StreamEnd
+from pytest_moeperf.serving.backend import BackendError, ServingRequest
 from pytest_moeperf.serving.chat_prompts import attach_prompts
 from pytest_moeperf.serving.endpoint import EndpointConfig, check_base_url, parse_endpoint
 from pytest_moeperf.serving.openai_backend import OpenAIBackend, eos_fields
 from pytest_moeperf.serving.openai_stream import SseReader, StreamProtocolError, TokenTally, parse_event
-
-HERE = Path(__file__).parent
 
 
 # ---- pure parsing ----
@@ -85,7 +80,7 @@ def test_parse_endpoint_defaults_and_one_line_errors():
                               moeperf_endpoint_timeout_s="2.5", moeperf_endpoint_gpu_index="1"))
     assert (cfg.base_url, cfg.model, cfg.api, cfg.request_timeout_s, cfg.energy_gpu) == (
         "http://127.0.0.1:8000/v1", "m", "chat", 2.5, 1)
-    assert cfg.origin == "http://127.0.0.1:8000"
+    assert cfg.origin == "http://127.0.0.1:8000" and cfg.client_workers == 1
     bad = [({"moeperf_endpoint_model": "m"}, "needs --moeperf-endpoint URL"),
            ({"moeperf_endpoint": "http://127.0.0.1:8000/v1"}, "needs --moeperf-endpoint-model"),
            ({"moeperf_endpoint": "127.0.0.1:8000", "moeperf_endpoint_model": "m"}, "not an http"),
@@ -94,7 +89,10 @@ def test_parse_endpoint_defaults_and_one_line_errors():
            ({"moeperf_endpoint": "http://h/v1", "moeperf_endpoint_model": "m", "moeperf_endpoint_timeout_s": "0"},
             "--moeperf-endpoint-timeout-s: 0 must be > 0"),
            ({"moeperf_endpoint": "http://h/v1", "moeperf_endpoint_model": "m", "moeperf_endpoint_gpu_index": "a"},
-            "NVML index")]
+            "NVML index"),
+           ({"moeperf_client_workers": "2"}, "--moeperf-client-workers needs --moeperf-endpoint URL"),
+           ({"moeperf_endpoint": "http://h/v1", "moeperf_endpoint_model": "m", "moeperf_client_workers": "0"},
+            "--moeperf-client-workers: 0 is below the minimum of 1")]
     for values, message in bad:
         with pytest.raises(ValueError, match=message) as err:
             parse_endpoint(_get(**values))
@@ -149,113 +147,6 @@ def _closed_port() -> int:
     return free_port()  # nothing listens there once the probe socket is closed
 
 
-# ---- faults on real sockets ----
-
-def test_unreachable_url_is_one_line_after_the_bounded_wait():
-    clock = FakeClock()
-    backend = OpenAIBackend(EndpointConfig(f"http://127.0.0.1:{_closed_port()}/v1", "m", ready_timeout_s=3),
-                            clock=clock, sleep=clock.sleep)
-    with pytest.raises(BackendError, match=r"not ready after 3 s: ConnectError.*is the server running") as err:
-        asyncio.run(backend.start())
-    assert "\n" not in str(err.value) and clock.now >= 3
-
-
-def test_stub_stream_ok_counts_chunks_and_usage():
-    async def body(backend):
-        await backend.start()
-        return await _collect(backend, _request(n=3))
-    items = asyncio.run(_with_stub("ok", body))
-    assert items[:3] == [Chunk(1), Chunk(1), Chunk(1)]
-    end = items[-1]
-    assert isinstance(end, StreamEnd) and (end.input_tokens, end.output_tokens) == (3, 3)
-    assert end.info["finish_reason"] == "length" and "mismatch" not in end.info
-
-
-def test_stub_detects_the_first_accepted_eos_field_and_reports_mismatches():
-    async def body(backend):
-        await backend.start()
-        items = await _collect(backend, _request(n=5, prompt_len=4))
-        return backend, items[-1]
-    backend, end = asyncio.run(_with_stub("ok", body))
-    assert backend.eos_field == "ignore_eos"  # the stub accepts anything: the first field is kept
-    assert end.info["mismatch"] == {"prompt_tokens": {"asked": 4, "served": 3},
-                                    "output_tokens": {"asked": 5, "served": 3}}
-    info = backend.describe()
-    assert info["prompt_tokens_mismatched_requests_since_start"] == 1
-    assert info["output_tokens_mismatched_requests_since_start"] == 1
-    assert info["server_models"].startswith("unavailable")  # the stub answers an event stream to anything
-
-
-def test_5xx_is_retried_then_one_line_and_a_failed_request():
-    async def body(backend):
-        with pytest.raises(BackendError, match=r"not ready after 2 s: HTTP 503: stub answers 503"):
-            await backend.start()
-        await backend.open()  # the client without the probe, to hit 503 on a request
-        with pytest.raises(BackendError, match=r"^HTTP 503: stub answers 503$"):
-            await _collect(backend, _request())
-    asyncio.run(_with_stub("503", body, ready_timeout_s=2))
-
-
-def test_server_that_ignores_stream():
-    async def body(backend):
-        with pytest.raises(BackendError, match="answered stream=true with content-type application/json"):
-            await backend.start()
-        await backend.open()
-        with pytest.raises(BackendError, match="server ignored stream=true"):
-            await _collect(backend, _request())
-    asyncio.run(_with_stub("json", body))
-
-
-def test_stream_cut_off_mid_response_keeps_the_chunks_seen():
-    async def body(backend):
-        await backend.open()
-        seen = []
-        with pytest.raises(BackendError, match="stream cut off after 2 chunks"):
-            async for item in backend.stream(_request()):
-                seen.append(item)
-        return seen
-    assert asyncio.run(_with_stub("cut", body)) == [Chunk(1), Chunk(1)]
-
-
-def test_request_timeout_is_bounded_and_configurable():
-    async def body(backend):
-        await backend.open()
-        t0 = time.monotonic()
-        with pytest.raises(BackendError, match=r"timed out after 0.3 s \(--moeperf-endpoint-timeout-s\)"):
-            await _collect(backend, _request())
-        return time.monotonic() - t0
-    assert asyncio.run(_with_stub("stall", body, request_timeout_s=0.3)) < 5
-
-
-def test_server_process_killed_mid_stream_then_connection_refused(tmp_path):
-    port_file = tmp_path / "port"
-    proc = subprocess.Popen([sys.executable, str(HERE / "sse_stub_server.py"), str(port_file), "slow"])
-    try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        port = int(port_file.read_text())
-
-        async def run():
-            backend = OpenAIBackend(EndpointConfig(f"http://127.0.0.1:{port}/v1", "stub", request_timeout_s=20))
-            await backend.open()
-            seen = []
-            with pytest.raises(BackendError, match="stream cut off after 2 chunks"):
-                async for item in backend.stream(_request()):
-                    seen.append(item)
-                    if len(seen) == 2:
-                        proc.kill()  # the server dies mid-stream
-                        proc.wait(timeout=10)
-            with pytest.raises(BackendError, match=f"cannot connect to http://127.0.0.1:{port}/v1"):
-                await _collect(backend, _request())  # the next request: connection refused
-            await backend.close()
-        asyncio.run(run())
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 # ---- prompts ----
 
 def _tokenizer(path):
@@ -290,6 +181,7 @@ def test_attach_prompts_recovers_text_and_messages_of_exact_contexts(model):
     assert attach_prompts([bare], tokenizer) == [bare]  # forms already given are kept
 
 
+@pytest.mark.e2e
 def test_bad_endpoint_options_are_one_line_usage_errors(pytester):
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest("--co", "-p", "no:cacheprovider", "--moeperf-endpoint", "127.0.0.1:8000",
@@ -304,7 +196,7 @@ def test_bad_endpoint_options_are_one_line_usage_errors(pytester):
 
 
 def test_endpoint_labels_and_the_tokenizer_it_needs(tmp_path):
-    from pytest_moeperf.serving.endpoint_runner import endpoint_label, load_tokenizer
+    from pytest_moeperf.serving.endpoint_target import endpoint_label, load_tokenizer
     from pytest_moeperf.serving.runner import ServingPointFailed
 
     assert endpoint_label("/srv/models/tiny-dense/") == "http-tiny-dense"
@@ -314,3 +206,174 @@ def test_endpoint_labels_and_the_tokenizer_it_needs(tmp_path):
         load_tokenizer(EndpointConfig("http://127.0.0.1:1/v1", "not-a-folder"))
     with pytest.raises(ServingPointFailed, match="--moeperf-endpoint-tokenizer: cannot load"):
         load_tokenizer(EndpointConfig("http://127.0.0.1:1/v1", "m", tokenizer=str(tmp_path)))
+
+
+# ---- several client processes (client_workers.py) ----
+
+@given(st.sampled_from(["concurrency", "constant", "poisson"]), st.integers(1, 64), st.integers(1, 200),
+       st.integers(1, 8))
+def test_worker_plan_splits_requests_users_and_one_schedule(mode, value, n, workers):
+    from pytest_moeperf.serving.client_workers import plan
+    from pytest_moeperf.serving.load_point import LoadPoint
+    from pytest_moeperf.serving.loadgen import arrival_times
+
+    point = LoadPoint(mode, float(value) if mode != "concurrency" else value)
+    shares = plan(point, n, workers, seed=5)
+    assert sorted(i for s in shares for i in s["indices"]) == list(range(n))
+    assert 1 <= len(shares) <= workers and all(s["indices"] for s in shares)
+    if point.closed_loop:
+        assert sum(s["users"] for s in shares) == min(value, n) and all(s["users"] >= 1 for s in shares)
+        firsts = [s["first_user"] for s in shares]
+        assert firsts == [sum(s["users"] for s in shares[:k]) for k in range(len(shares))]
+    else:
+        due = arrival_times(point, n, seed=5)
+        assert all(s["schedule"] == [due[i] for i in s["indices"]] for s in shares)
+
+
+@contextlib.contextmanager
+def _stub_in_thread(mode):
+    """tests/sse_stub_server.py in MODE in a thread of its own event loop; yields the base URL."""
+    import threading
+
+    from sse_stub_server import serve
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(serve(mode))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    async def shutdown():  # the stub's own connections end before its loop does
+        server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture
+def fast_stub_url():
+    with _stub_in_thread("fast") as url:
+        yield url
+
+
+def _started_backend(url, workers=1):
+    backend = OpenAIBackend(EndpointConfig(url, "stub", eos_field="none", client_workers=workers))
+
+    async def start():
+        await backend.start()
+        await backend.close()  # the parent's probe only: each process opens its own client
+    asyncio.run(start())
+    return backend
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode,value", [("concurrency", 4), ("constant", 400.0)], ids=["closed", "open"])
+def test_two_client_processes_send_one_schedule_and_return_every_record(fast_stub_url, mode, value):
+    from pytest_moeperf.serving.client_workers import run_point
+    from pytest_moeperf.serving.load_point import LoadPoint
+    from pytest_moeperf.serving.loadgen import arrival_times
+
+    backend = _started_backend(fast_stub_url, workers=2)  # --moeperf-client-workers 2
+    reqs = [ServingRequest(f"r{i}", (1, 2, 3), 5, prompt_text="hi", messages=({"role": "user", "content": "hi"},))
+            for i in range(40)]
+    point = LoadPoint(mode, value)
+    run = asyncio.run(run_point(backend, reqs, point, timeout_s=60))  # what the runner calls
+    assert [r.request_id for r in run.records] == [r.request_id for r in reqs]
+    assert all(r.ok and r.output_tokens == 5 and len(r.chunk_times_s) == 5 for r in run.records), run.records[0]
+    assert run.client["workers"] == 2 and run.client["cpu_s"] > 0
+    assert run.duration_s == max(r.end_s for r in run.records)
+    if point.closed_loop:
+        assert {r.user for r in run.records} == {0, 1, 2, 3} and run.offered_rate_per_s is None
+    else:  # one schedule over both processes, on one time axis: no send before its arrival time
+        assert [r.scheduled_s for r in run.records] == pytest.approx(arrival_times(point, 40, seed=0))
+        assert all(r.sent_s >= r.scheduled_s - 1e-6 for r in run.records)
+        assert run.offered_rate_per_s == pytest.approx(40 / max(r.sent_s for r in run.records), rel=0.01)
+
+
+def test_a_client_process_that_dies_leaves_its_requests_failed_and_keeps_the_others():
+    from pytest_moeperf.serving.client_workers import _merge, plan
+    from pytest_moeperf.serving.load_point import LoadPoint
+    from pytest_moeperf.serving.loadgen import RequestRecord
+
+    point = LoadPoint("constant", 10.0)
+    reqs = [_request() for _ in range(5)]
+    reqs = [ServingRequest(f"r{i}", r.prompt_ids, r.max_new_tokens) for i, r in enumerate(reqs)]
+    shares = plan(point, 5, 2)
+    done = [RequestRecord(f"r{i}", None, 3, 4, t, t, t + 0.1, (t + 0.1,), (4,), t + 0.1, 4)
+            for i, t in zip(shares[0]["indices"], shares[0]["schedule"])]
+    results = [("ok", done, {"cpu_s": 0.1, "wall_s": 1.0, "loop_lag_s": [0.001]}, 0.5),
+               ("error", "the client process ended without its records")]
+    run = _merge(point, reqs, shares, results, origin=100.0)
+    assert [r.request_id for r in run.records] == [f"r{i}" for i in range(5)]
+    assert [r.ok for r in run.records] == [True, False, True, False, True]
+    assert {r.error for r in run.records if not r.ok} == {"the client process ended without its records"}
+    assert run.duration_s == max(r.end_s for r in run.records) and run.client["workers"] == 2
+    with pytest.raises(BackendError, match="every client process failed: boom"):
+        _merge(point, reqs, shares, [("error", "boom"), ("error", "boom")], origin=100.0)
+
+
+def test_merged_client_processes_offer_the_rate_one_process_would_compute_over_their_sends():
+    """--moeperf-client-workers > 1: the point's offered rate is loadgen.offered_rate (the single-process
+    formula: requests sent / the last send's time) over every process's sends, not None; a closed loop has none."""
+    from pytest_moeperf.serving.client_workers import _merge, plan
+    from pytest_moeperf.serving.load_point import LoadPoint
+    from pytest_moeperf.serving.loadgen import RequestRecord, offered_rate
+
+    reqs = [ServingRequest(f"r{i}", (1, 2, 3), 4) for i in range(5)]
+    for point in (LoadPoint("concurrency", 2), LoadPoint("constant", 10.0)):  # the open loop last: reused below
+        shares = plan(point, 5, 2)
+        sends = {0: [0.0, 0.2, 0.4], 1: [0.1, 0.5]}  # each process's send times after the shared origin
+        results = []
+        for w, share in enumerate(shares):
+            recs = [RequestRecord(f"r{i}", None if share["users"] is None else 0, 3, 4, t, t, t + 0.1, (t + 0.1,), (4,),
+                                  t + 0.1, 4) for i, t in zip(share["indices"], sends[w])]
+            results.append(("ok", recs, {"cpu_s": 0.1, "wall_s": 1.0, "sends": len(sends[w]),
+                                         "last_send_s": max(sends[w])}, 0.6))
+        run = _merge(point, reqs, shares, results, origin=100.0)
+        merged = sorted(sends[0] + sends[1])
+        assert run.offered_rate_per_s == offered_rate(point, len(merged), merged[-1])
+        if point.closed_loop:
+            assert run.offered_rate_per_s is None
+        else:
+            assert run.offered_rate_per_s == pytest.approx(5 / 0.5)
+    # a process that died (open loop): the rate is over the sends the surviving processes report
+    run = _merge(point, reqs, shares, [results[0], ("error", "gone")], origin=100.0)
+    assert run.offered_rate_per_s == pytest.approx(3 / 0.4)
+
+
+@pytest.mark.e2e
+def test_a_cancelled_point_ends_its_client_processes():
+    """Ctrl-C or the point's limit cancels the task awaiting run_point: its processes are ended, none
+    is left behind, whatever the server (here a stream that never ends) is doing."""
+    import multiprocessing
+
+    from pytest_moeperf.serving.client_workers import run_point
+    from pytest_moeperf.serving.load_point import LoadPoint
+
+    reqs = [ServingRequest(f"r{i}", (1, 2, 3), 5, prompt_text="hi", messages=({"role": "user", "content": "hi"},))
+            for i in range(8)]
+
+    async def main(url, started):
+        backend = OpenAIBackend(EndpointConfig(url, "stub", eos_field="none", client_workers=2))
+        task = asyncio.ensure_future(run_point(backend, reqs, LoadPoint("concurrency", 2), timeout_s=600))
+        while not started() and not task.done():
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    import sse_stub_server
+
+    for started in (lambda: len(multiprocessing.active_children()) == 2,  # cancelled while they start
+                    lambda: sse_stub_server.REQUESTS[0] >= seen + 2):  # cancelled while both stream
+        seen = sse_stub_server.REQUESTS[0]
+        with _stub_in_thread("endless") as url:
+            asyncio.run(main(url, started))  # asyncio.run waits for the executor thread, which ends the processes
+        assert multiprocessing.active_children() == []

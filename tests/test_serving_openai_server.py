@@ -5,9 +5,6 @@ server slower than the load (reported as saturation)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,9 @@ from pytest_moeperf.serving.backend import BackendError, Chunk, StreamEnd
 from pytest_moeperf.serving.chat_prompts import attach_prompts
 from pytest_moeperf.serving.endpoint import EndpointConfig
 from pytest_moeperf.serving.openai_backend import OpenAIBackend
-from test_serving_openai import HERE, FakeClock, _collect, _exact_request, _request, _tokenizer
+from test_serving_openai import FakeClock, _collect, _exact_request, _request, _tokenizer
+
+pytestmark = pytest.mark.e2e  # every test here runs a subprocess or pytester
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
@@ -55,7 +54,8 @@ def test_real_server_wrong_model_name_is_one_clear_line(transformers_server):
 
 def test_short_sweep_against_the_real_server_through_the_load_generator(transformers_server):
     """The end-to-end path: the workload's exact prompts, the load generator, the real server."""
-    from pytest_moeperf.serving.loadgen import LoadPoint, run_load
+    from pytest_moeperf.serving.load_point import LoadPoint
+    from pytest_moeperf.serving.loadgen import run_load
     from pytest_moeperf.serving.workload import PromptCache, WorkloadSpec, build_workload, parse_length
 
     tokenizer = _tokenizer(transformers_server.model)
@@ -84,15 +84,12 @@ def test_short_sweep_against_the_real_server_through_the_load_generator(transfor
 def test_server_killed_mid_run_is_recorded_failures_not_a_crash(tmp_path):
     """Connection refused mid-run: the stub process dies after the first request; the load point
     still returns one record per request, the rest failed with one-line errors."""
-    from pytest_moeperf.serving.loadgen import LoadPoint, run_load
+    from pytest_moeperf.serving.load_point import LoadPoint
+    from pytest_moeperf.serving.loadgen import run_load
 
-    port_file = tmp_path / "port"
-    proc = subprocess.Popen([sys.executable, str(HERE / "sse_stub_server.py"), str(port_file), "ok"])
-    try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        port = int(port_file.read_text())
+    from sse_stub_server import spawned
+
+    with spawned(tmp_path, "ok") as (proc, port):
 
         class KillAfterFirst(OpenAIBackend):
             async def stream(self, request):
@@ -114,10 +111,6 @@ def test_server_killed_mid_run_is_recorded_failures_not_a_crash(tmp_path):
         records = asyncio.run(run()).records
         assert len(records) == 4 and records[0].ok
         assert all(not r.ok and r.error.startswith("cannot connect to") for r in records[1:]), records
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 # ---- the whole benchmark against a server ----
@@ -191,16 +184,42 @@ def test_server_slower_than_the_load_is_reported_as_saturation(tiny_dense_dir, p
     assert info["prompt_tokens_mismatched_requests"] == 8 and info["output_tokens_mismatched_requests"] == 0
 
 
+def test_client_workers_send_each_point_from_several_processes(tiny_dense_dir, pytester):
+    """--moeperf-client-workers 2: the plugin's runner sends the point from 2 processes; every request
+    is recorded once, and the point says how many processes sent it."""
+    import json
+
+    from sse_stub_server import serve
+
+    async def main():
+        server = await serve("fast")
+        port = server.sockets[0].getsockname()[1]
+        result = await asyncio.get_running_loop().run_in_executor(None, lambda: _serving_benchmark(
+            pytester, f"http://127.0.0.1:{port}/v1", "stub", tiny_dense_dir, "--moeperf-concurrency", "4",
+            "--moeperf-requests", "16", "--moeperf-gate", "off", "--moeperf-client-workers", "2"))
+        server.close()
+        return result
+    result = asyncio.run(main())
+    result.assert_outcomes(passed=1)
+    info = json.loads((pytester.path / "run.json").read_text())["benchmarks"][0]["extra_info"]
+    assert (info["client_workers"], info["requests_ok"], info["failed_requests"]) == (2, 16, 0)
+    records = [json.loads(x) for x in (pytester.path / "records.jsonl").read_text().splitlines()]
+    points = [r for r in records if not r["request_id"].startswith("warmup")]
+    assert len(points) == 16 and {r["user"] for r in points} == {0, 1, 2, 3}
+
+
 def test_same_workload_through_the_real_server_and_the_in_process_engine(transformers_server, capsys):
     """Concurrency 1, the same checkpoint and exact prompts: both complete every request with the
     asked output length; their TTFT/TPOT are printed (docs/serving.md compares longer runs made
-    with tools/compare_endpoint_engine.py; timings are not asserted here)."""
+    with studies/compare_endpoint_engine.py; timings are not asserted here)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pytest_moeperf.serving.endpoint_runner import FormsPromptCache
-    from pytest_moeperf.serving.engine import ContinuousBatchingBackend, EngineOptions
-    from pytest_moeperf.serving.loadgen import LoadPoint, run_load
+    from pytest_moeperf.serving.endpoint_target import FormsPromptCache
+    from pytest_moeperf.serving.engine import ContinuousBatchingBackend
+    from pytest_moeperf.serving.options import EngineOptions
+    from pytest_moeperf.serving.load_point import LoadPoint
+    from pytest_moeperf.serving.loadgen import run_load
     from pytest_moeperf.serving.workload import LengthSpec, WorkloadSpec, build_workload
 
     tokenizer = _tokenizer(transformers_server.model)

@@ -5,11 +5,11 @@
 
 Source: Yadav & Patel, "GPT-OSS-20B: A Comprehensive Deployment-Centric Analysis of
 OpenAI's Open-Weight Mixture of Experts Model", arXiv 2508.16700v2, Tables 1-12 and the
-text of sections 3-4. Every number below is transcribed from the paper's text; the
-paper's table rows are quoted in the comment next to each dict (the HTML rendering
-prints every number twice, once plain and once as LaTeX; the quotes give it once).
-``tests/test_paper_baseline.py`` checks each transcribed value against the paper text
-and that this script reproduces the committed JSON byte for byte.
+text of sections 3-4. The transcription is data, tools/paper-h100.json: every number as the
+paper prints it, each table's rows quoted once (``rows_as_printed``), the notes and how the
+paper's definitions map onto ours. This script only converts it into a pytest-benchmark
+document. ``tests/test_paper_baseline.py`` checks each transcribed value against the paper
+text and that this script reproduces the committed JSON byte for byte.
 
 The output holds summary values only (``samples: {}``, ``extra_info["source"] =
 "paper"``) and maps the paper's definitions onto ours; ``PAPER_DEFINITIONS`` (stored in
@@ -32,249 +32,29 @@ from pytest_moeperf.model.cases import TEST_NODE, Case  # noqa: E402
 from pytest_moeperf.metrics.schema import CASE_METRICS, SCHEMA_VERSION  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "baselines" / "h100" / "paper-h100.json"
-PAPER = "arXiv 2508.16700v2"
-PAPER_URL = "https://arxiv.org/abs/2508.16700"
-PAPER_CODE = "https://github.com/deepdik/GPT-OSS-20B-analysis"
+DATA_FILE = Path(__file__).with_name("paper-h100.json")  # the transcription: every figure, quoted row and note
 MiB = 2**20
-NEW_TOKENS = 64  # "64 decoded tokens" throughout sections 4.1-4.4
-CONTEXTS = (128, 512, 1024, 2048)  # "We sweep context lengths {128,512,1024,2048}"
-# Reproducibility: "TTFT: 1-token generation including prefill; median-of-5";
-# "Decode: p50 over 5 runs". (The released script's default is 10 requests; see notes.)
-ROUNDS = 5
-ABLATION_CONTEXT = 128  # the id context chosen for Tables 9, 11, 12 (context not stated; see notes)
 
-# §3.1 "Models": "GPT-OSS-20B (Mixture-of-Experts; 20.9B total, ∼3.61B active parameters).
-# Qwen3-32B (Dense; 32B total, 32B active). Yi-34B (Dense; 34B total, 34B active)."
-MODELS: dict[str, dict] = {
-    "gpt-oss-20b": {"paper_name": "GPT-OSS-20B", "architecture": "moe", "weights": "openai/gpt-oss-20b",
-                    "params_total": 20_900_000_000, "params_active": 3_610_000_000},
-    "qwen3-32b": {"paper_name": "Qwen3-32B", "architecture": "dense", "weights": "Qwen/Qwen3-32B",
-                  "params_total": 32_000_000_000, "params_active": 32_000_000_000},
-    "yi-34b": {"paper_name": "Yi-34B", "architecture": "dense", "weights": "01-ai/Yi-34B",
-               "params_total": 34_000_000_000, "params_active": 34_000_000_000},
-}
 
-# Table 1: Latency at 2048 context and 64 generated tokens. TTFT includes prefill.
-#   Model TTFT (ms) p50 (ms) p95 (ms) TPOT (tok/s)
-#   GPT-OSS-20B 459.72 2056.73 2060.72 31.27
-#   Qwen3-32B 369.46 2738.99 2747.82 23.73
-#   Yi-34B 368.34 2428.80 2434.52 26.30
-TABLE1 = {
-    "gpt-oss-20b": {"TTFT (ms)": 459.72, "p50 (ms)": 2056.73, "p95 (ms)": 2060.72, "TPOT (tok/s)": 31.27},
-    "qwen3-32b": {"TTFT (ms)": 369.46, "p50 (ms)": 2738.99, "p95 (ms)": 2747.82, "TPOT (tok/s)": 23.73},
-    "yi-34b": {"TTFT (ms)": 368.34, "p50 (ms)": 2428.80, "p95 (ms)": 2434.52, "TPOT (tok/s)": 26.30},
-}
+def _int_keys(table: dict) -> dict:
+    """JSON keys are strings; the tables keyed by context length get their ints back."""
+    return {int(k): v for k, v in table.items()}
 
-# Table 2: Throughput (TPOT, tok/s) vs. context length (64 generated tokens).
-#   Context GPT-OSS-20B Qwen3-32B Yi-34B
-#   128 39.79 26.56 31.66
-#   512 38.18 25.94 30.55
-#   1024 36.20 25.02 28.95
-#   2048 31.27 23.73 26.30
-TABLE2 = {
-    128: {"gpt-oss-20b": 39.79, "qwen3-32b": 26.56, "yi-34b": 31.66},
-    512: {"gpt-oss-20b": 38.18, "qwen3-32b": 25.94, "yi-34b": 30.55},
-    1024: {"gpt-oss-20b": 36.20, "qwen3-32b": 25.02, "yi-34b": 28.95},
-    2048: {"gpt-oss-20b": 31.27, "qwen3-32b": 23.73, "yi-34b": 26.30},
-}
 
-# Table 3: TTFT (ms) vs. context length (64 generated tokens). TTFT includes prefill.
-#   Context GPT-OSS-20B Qwen3-32B Yi-34B
-#   128 61.02 46.09 54.43
-#   512 188.98 111.59 110.24
-#   1024 203.56 193.17 192.46
-#   2048 459.72 369.46 368.34
-TABLE3 = {
-    128: {"gpt-oss-20b": 61.02, "qwen3-32b": 46.09, "yi-34b": 54.43},
-    512: {"gpt-oss-20b": 188.98, "qwen3-32b": 111.59, "yi-34b": 110.24},
-    1024: {"gpt-oss-20b": 203.56, "qwen3-32b": 193.17, "yi-34b": 192.46},
-    2048: {"gpt-oss-20b": 459.72, "qwen3-32b": 369.46, "yi-34b": 368.34},
-}
-
-# Table 4: Throughput change from 128→2,048 context (gen=64). Negative is a decline.
-#   Model ΔTPOT (%) TPOT@128 TPOT@2048
-#   GPT-OSS-20B −21.4 39.79 31.27
-#   Qwen3-32B −10.7 26.56 23.73
-#   Yi-34B −17.0 31.66 26.30
-TABLE4 = {
-    "gpt-oss-20b": {"ΔTPOT (%)": -21.4, "TPOT@128": 39.79, "TPOT@2048": 31.27},
-    "qwen3-32b": {"ΔTPOT (%)": -10.7, "TPOT@128": 26.56, "TPOT@2048": 23.73},
-    "yi-34b": {"ΔTPOT (%)": -17.0, "TPOT@128": 31.66, "TPOT@2048": 26.30},
-}
-
-# Table 5: Peak VRAM at context=2,048 and decode=64 tokens (allocator peak with PKV alive).
-#   Model Peak VRAM (MB) Δ vs. GPT-OSS (MB) % less vs. Qwen/Yi
-#   GPT-OSS-20B 43 461 0 0.00
-#   Qwen3-32B 63 650 20 189 31.71
-#   Yi-34B 66 459 22 998 34.60
-TABLE5 = {
-    "gpt-oss-20b": {"Peak VRAM (MB)": 43461, "Δ vs. GPT-OSS (MB)": 0, "% less vs. Qwen/Yi": 0.00},
-    "qwen3-32b": {"Peak VRAM (MB)": 63650, "Δ vs. GPT-OSS (MB)": 20189, "% less vs. Qwen/Yi": 31.71},
-    "yi-34b": {"Peak VRAM (MB)": 66459, "Δ vs. GPT-OSS (MB)": 22998, "% less vs. Qwen/Yi": 34.60},
-}
-
-# §4.2 text: "GPT-OSS-20B's MoE architecture, which requires less baseline memory (≈41.8 GB,
-# decimal) compared to Qwen3-32B (62.5 GB) and Yi-34B (65.6 GB) ... Here, baseline memory
-# means VRAM after weights load but before any input, excluding KV and transient kernels."
-BASELINE_MEMORY_GB = {"gpt-oss-20b": 41.8, "qwen3-32b": 62.5, "yi-34b": 65.6}
-
-# Table 6: Energy metrics at context=2,048, decode=64.
-#   Model TPOT (tok/s) Tokens/W J/1K (J)
-#   GPT-OSS-20B 31.27 0.102 9764.2
-#   Qwen3-32B 23.73 0.076 13 155.1
-#   Yi-34B 26.30 0.074 13 464.3
-TABLE6 = {
-    "gpt-oss-20b": {"TPOT (tok/s)": 31.27, "Tokens/W": 0.102, "J/1K (J)": 9764.2},
-    "qwen3-32b": {"TPOT (tok/s)": 23.73, "Tokens/W": 0.076, "J/1K (J)": 13155.1},
-    "yi-34b": {"TPOT (tok/s)": 26.30, "Tokens/W": 0.074, "J/1K (J)": 13464.3},
-}
-
-# Table 7: Energy per 1K generated tokens (J) across post-template context lengths (decode=64).
-#   Model 128 512 1024 2048
-#   GPT-OSS-20B 6672.6 7318.5 7976.0 9764.2
-#   Qwen3-32B 10257.0 12295.2 12000.4 13155.1
-#   Yi-34B 10233.6 11460.7 12098.0 13464.3
-TABLE7 = {
-    "gpt-oss-20b": {128: 6672.6, 512: 7318.5, 1024: 7976.0, 2048: 9764.2},
-    "qwen3-32b": {128: 10257.0, 512: 12295.2, 1024: 12000.4, 2048: 13155.1},
-    "yi-34b": {128: 10233.6, 512: 11460.7, 1024: 12098.0, 2048: 13464.3},
-}
-
-# Table 8: APE at ctx=2,048, gen=64 (per-active-parameter view).
-#   Model Active (B) APE-TPOT APE-1/TTFT APE-Energy TPOT/GB
-#   GPT-OSS-20B 3.61 8.664 0.602 0.0283 0.719
-#   Qwen3-32B 32.00 0.742 0.085 0.002 38 0.373
-#   Yi-34B 34.00 0.774 0.080 0.002 18 0.396
-TABLE8 = {
-    "gpt-oss-20b": {"Active (B)": 3.61, "APE-TPOT": 8.664, "APE-1/TTFT": 0.602, "APE-Energy": 0.0283,
-                    "TPOT/GB": 0.719},
-    "qwen3-32b": {"Active (B)": 32.00, "APE-TPOT": 0.742, "APE-1/TTFT": 0.085, "APE-Energy": 0.00238,
-                  "TPOT/GB": 0.373},
-    "yi-34b": {"Active (B)": 34.00, "APE-TPOT": 0.774, "APE-1/TTFT": 0.080, "APE-Energy": 0.00218,
-               "TPOT/GB": 0.396},
-}
-
-# Table 9: Decoding parameters (ctx fixed). Median throughput and wall time; Δ is relative to Greedy.
-#   Method p50 tok/s p50 time (s) Δ vs Greedy (%)
-#   Greedy 39.45 1.622 0.0
-#   Top-p (0.9) 38.71 1.653 −1.9
-#   Top-k (50) 38.97 1.642 −1.2
-#   High Temp 38.73 1.652 −1.8
-#   Low Temp 38.61 1.657 −2.1
-# key: our cases.DECODING_PRESETS name (the mapping of the paper's labels is ours, see notes)
-TABLE9 = {
-    "greedy": {"label": "Greedy", "p50 tok/s": 39.45, "p50 time (s)": 1.622, "Δ vs Greedy (%)": 0.0},
-    "top_p0.9": {"label": "Top-p (0.9)", "p50 tok/s": 38.71, "p50 time (s)": 1.653, "Δ vs Greedy (%)": -1.9},
-    "top_k50": {"label": "Top-k (50)", "p50 tok/s": 38.97, "p50 time (s)": 1.642, "Δ vs Greedy (%)": -1.2},
-    "temp1.5": {"label": "High Temp", "p50 tok/s": 38.73, "p50 time (s)": 1.652, "Δ vs Greedy (%)": -1.8},
-    "temp0.3": {"label": "Low Temp", "p50 tok/s": 38.61, "p50 time (s)": 1.657, "Δ vs Greedy (%)": -2.1},
-}
-
-# Table 10: Context-length scaling (Greedy). Throughput drops gradually as context grows.
-#   Context p50 tok/s Δ vs 512 (%)
-#   512 36.29 0.0
-#   1024 34.53 −4.8
-#   2048 30.25 −16.6
-#   4096 21.78 −40.0
-TABLE10 = {
-    512: {"p50 tok/s": 36.29, "Δ vs 512 (%)": 0.0},
-    1024: {"p50 tok/s": 34.53, "Δ vs 512 (%)": -4.8},
-    2048: {"p50 tok/s": 30.25, "Δ vs 512 (%)": -16.6},
-    4096: {"p50 tok/s": 21.78, "Δ vs 512 (%)": -40.0},
-}
-
-# Table 11: Numeric precision sweep (Greedy). BF16 is stable; FP16/FP32 attempts failed in this harness.
-#   Precision p50 tok/s Notes
-#   BF16 38.66 Default
-#   FP16 Failed to run (dtype mismatch)
-#   FP32 Failed to run (dtype mismatch)
-TABLE11 = {
-    "bf16": {"label": "BF16", "p50 tok/s": 38.66, "Notes": "Default"},
-    "fp16": {"label": "FP16", "p50 tok/s": None, "Notes": "Failed to run (dtype mismatch)"},
-    "fp32": {"label": "FP32", "p50 tok/s": None, "Notes": "Failed to run (dtype mismatch)"},
-}
-
-# Table 12: Serving framework. vLLM requires a separate server (not included here).
-#   Framework p50 tok/s p50 time (s) Notes
-#   Transformers 38.02 1.683 Direct generate()
-#   vLLM. Not run (server out of scope)
-TABLE12 = {
-    "eager": {"label": "Transformers", "p50 tok/s": 38.02, "p50 time (s)": 1.683, "Notes": "Direct generate()"},
-    "vllm": {"label": "vLLM", "p50 tok/s": None, "p50 time (s)": None, "Notes": "Not run (server out of scope)"},
-}
-
-# How the paper's quantities map onto ours (stored in every benchmark's extra_info).
-PAPER_DEFINITIONS: dict[str, str] = {
-    "e2e_tokens_per_s": (
-        "the paper's 'TPOT (tok/s)' / 'p50 tok/s': generated tokens / wall time of the whole generate() call, "
-        "prefill INCLUDED, median over runs (§3.3; the released script's decode_once computes gen/dt). Stored "
-        "here and in paper_e2e_tokens_per_s; it is not our decode throughput."),
-    "decode_tokens_per_s": "not reported by the paper (its 'TPOT' includes prefill): null",
-    "tpot_ms": "not reported by the paper (our ms/token of decode, (E2E - TTFT)/(n - 1)): null",
-    "itl_ms_p50": "not reported: null",
-    "ttft_ms": ("'True TTFT (ms)': wall time of a separate 1-token generate() including prefill, median of 5 "
-                "trials (§3.3); ours is the first-token time inside the measured generate(), median over rounds"),
-    "e2e_ms_p50": "Table 1 'p50 (ms)' (2048 context only) / Tables 9, 12 'p50 time (s)' x 1000",
-    "e2e_ms_p95": ("Table 1 'p95 (ms)': p95 over the runs (§3.3); with ~5-10 runs it is (near) the max "
-                   "(the released script takes the ceil-index quantile, i.e. the max of the runs); "
-                   "ours is numpy 'linear'"),
-    "peak_allocated_bytes": (
-        "Table 5 'Peak VRAM (MB)' x 2^20: torch.cuda.max_memory_allocated() with PKV alive; the paper's 'MB' are "
-        "MiB (its memory script divides by 1024*1024, and 62.5/65.6 'GB' baseline memory = 32.8B/34.4B bf16 "
-        "params only in units of 1000 MiB) although §3.1 says MB are decimal; raw value kept in "
-        "paper_peak_vram_mb. Peak of a separate manual prefill+decode loop, not of the timed generate()"),
-    "weights_bytes": ("§4.2 text 'baseline memory' (41.8 / 62.5 / 65.6 'GB', 3 significant digits) x 1000 x "
-                      "2^20, same unit reading as Peak VRAM; raw value in paper_weights_gb"),
-    "tokens_per_j": ("Table 6 'Tokens/W' (2048 context only): tokens per joule (a watt is J/s; 1000 / J/1K "
-                     "matches); energy from nvidia-smi instantaneous power sampled around each run, not the "
-                     "NVML energy counter"),
-    "j_per_1k_tokens": "Tables 6/7 'J/1K (J)': joules per 1000 generated (decoded) tokens, prefill energy included",
-    "energy_j": "not reported (would be J/1K x 64 / 1000): null",
-    "ape_tpot": ("Table 8 'APE-TPOT' = the paper's TPOT (e2e tokens/s, prefill included) / active params (B); "
-                 "ours divides decode_tokens_per_s: compare it with e2e_tokens_per_s / active B, not ape_tpot"),
-    "ape_inv_ttft": "Table 8 'APE-1/TTFT' = (1 / TTFT in s) / active params (B): same definition",
-    "ape_energy": "Table 8 'APE-Energy' = Tokens/W (tokens/J) / active params (B): same definition",
-    "tokens_per_s_per_gb": (
-        "Table 8 'TPOT/GB' = the paper's TPOT (e2e, prefill included) / (Peak VRAM 'MB' / 1000), i.e. per "
-        "1000 MiB; ours = decode_tokens_per_s / decimal GB of peak"),
-    "params_active": ("§3.1 / Table 8 'Active (B)': 3.61B, 32.00B, 34.00B as stated (Qwen3-32B and Yi-34B are "
-                      "~32.8B / ~34.4B exact; the paper rounds and its APE uses the rounded values)"),
-    "context_tokens": ("post-template context trimmed/padded to c tokens (§3.2), for Tables 1-8 and 10; "
-                       "Tables 9, 11, 12 used a short chat-templated prompt of unstated length (see paper_notes)"),
-    "rounds": ("§Reproducibility 'Decode: p50 over 5 runs', 'TTFT ... median-of-5'; §3.3 only says N runs "
-               "(the released latency script's default is 10 requests)"),
-}
-
-DOCUMENT_NOTE = (
-    "Transcribed from the paper (" + PAPER + ", " + PAPER_URL + "), Tables 1-12 and the text of §3-4; "
-    "not a pytest-moeperf run. Single H100 (SXM or PCIe not stated), bf16, PyTorch + transformers (versions "
-    "not stated), batch 1, greedy, 64 new tokens. Summary values only: samples are empty, stats hold only "
-    "what the paper states. Definitions differ from ours: see extra_info.paper_definitions. Ablation rows "
-    "whose plain case id is taken by a Tables 1-8 row carry the suffix -table9/-table10/-table11/-table12; "
-    "every row carries extra_info.paper_table. Written by tools/make_paper_baseline.py."
-)
-
-ABLATION_CONTEXT_NOTE = (
-    "The paper does not state the context of Tables 9, 11 and 12 ('ctx fixed'). The wall time of ~1.62-1.68 s "
-    "for 64 tokens (39.45 tok/s greedy) is close to the 128-token row of Table 2 (39.79 tok/s) and above the "
-    "512 row (38.18), so they are filed under the shortest core context, c128. The released ablation script "
-    "(" + PAPER_CODE + ", scripts/ablation_studies.py) uses a short chat-templated prompt that is not "
-    "trimmed/padded (tens of tokens after the GPT-OSS template), so c128 is nominal, not exact."
-)
-
-DECODING_NOTE = (
-    "Labels mapped onto our presets (cases.DECODING_PRESETS): Top-p (0.9) -> top_p0.9, Top-k (50) -> top_k50, "
-    "High Temp -> temp1.5, Low Temp -> temp0.3. The paper text gives no temperatures; the released script "
-    "uses temperature 0.7 with top_p 0.9 / top_k 50, 'High Temp' = temperature 1.0 + top_p 0.95 and "
-    "'Low Temp' = temperature 0.3 + top_p 0.8, so the sampling settings are not identical to our presets "
-    "(throughput is ~insensitive to them: all within 2% of greedy)."
-)
-
-TABLE10_NOTE = (
-    "Table 10's numbers differ from Table 2 for the same contexts (e.g. 2048: 30.25 vs 31.27 tok/s; 1024: 34.53 "
-    "vs 36.20): a separate ablation run. Rows at 512/1024/2048 carry the suffix -table10 (their plain ids hold "
-    "the Table 2 values); 4096 appears only in Table 10 and keeps its plain id."
-)
+DATA = json.loads(DATA_FILE.read_text(encoding="utf-8"))
+PAPER, PAPER_URL, PAPER_CODE = (DATA["source"][k] for k in ("paper", "url", "code"))
+NEW_TOKENS, ROUNDS, ABLATION_CONTEXT = (DATA["setup"][k] for k in ("new_tokens", "rounds", "ablation_context"))
+CONTEXTS = tuple(DATA["setup"]["contexts"])
+MODELS: dict[str, dict] = DATA["models"]
+_T = {n: table["values"] for n, table in DATA["tables"].items()}
+TABLE1, TABLE4, TABLE5, TABLE6, TABLE8, TABLE9, TABLE11, TABLE12 = (_T[n] for n in ("1", "4", "5", "6", "8", "9", "11", "12"))
+TABLE2, TABLE3, TABLE10 = (_int_keys(_T[n]) for n in ("2", "3", "10"))
+TABLE7 = {model: _int_keys(row) for model, row in _T["7"].items()}
+BASELINE_MEMORY_GB = DATA["baseline_memory_gb"]["values"]
+BASELINE_MEMORY_UNIT_BYTES = DATA["baseline_memory_unit_bytes"]["values"]
+PAPER_DEFINITIONS: dict[str, str] = DATA["paper_definitions"]
+DOCUMENT_NOTE, ABLATION_CONTEXT_NOTE, DECODING_NOTE, TABLE10_NOTE = (
+    DATA["notes"][k] for k in ("document", "ablation_context", "decoding", "table10"))
 
 
 def _fullname(case_id: str) -> str:
@@ -380,7 +160,7 @@ def core_benchmarks() -> list[dict]:
                 extra["paper_peak_vram_mb"] = t5["Peak VRAM (MB)"]
                 extra["paper_peak_delta_vs_gpt_oss_mb"] = t5["Δ vs. GPT-OSS (MB)"]
                 extra["paper_peak_pct_less_vs_this"] = t5["% less vs. Qwen/Yi"]
-                extra["weights_bytes"] = int(round(BASELINE_MEMORY_GB[model] * 1000)) * MiB
+                extra["weights_bytes"] = int(round(BASELINE_MEMORY_GB[model] * BASELINE_MEMORY_UNIT_BYTES[model]))
                 extra["paper_weights_gb"] = BASELINE_MEMORY_GB[model]
                 extra["tokens_per_j"] = t6["Tokens/W"]
                 extra["paper_tokens_per_w"] = t6["Tokens/W"]

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_moeperf.metrics import schema
+from pytest_moeperf.results.documents import DocumentError
+from pytest_moeperf.results.outputs import DEFAULT_VERDICT_JSON
 
 
 MIB = 1024 * 1024
@@ -60,8 +62,9 @@ def default_thresholds_pct() -> dict[str, float]:
     return {m.key: m.threshold_pct for m in schema.METRICS}
 
 
-class BaselineError(ValueError):
-    """A baseline or run file that cannot be used; the message is one line and names the fix."""
+# A baseline or run file that cannot be used (one line naming the fix): the document store's error,
+# so that what the gate raises about a file and what reading it raises are caught as one.
+BaselineError = DocumentError
 
 
 class GpuMismatchError(ValueError):
@@ -211,7 +214,28 @@ def load_gate_config(pyproject_path: str | None, overrides: Sequence[str] = (), 
     # kinds first, so that a metric entry wins over its kind's entry
     for key in sorted(table, key=lambda k: k not in _KINDS):
         _apply_threshold(thresholds, key, _positive_pct(table[key], f"{where} thresholds.{key}"), where)
+    values = _file_values(section, where)
+    if "memory_tolerance_pct" in values:
+        for m in schema.METRICS:  # the memory metrics' percent, unless set per metric
+            if m.kind == "memory" and m.key not in table and "memory" not in table:
+                thresholds[m.key] = values["memory_tolerance_pct"]
 
+    file_allow = section.get("allow", [])
+    if not isinstance(file_allow, list) or not all(isinstance(s, str) for s in file_allow):
+        raise ValueError(f"{where} allow: must be a list of strings such as [\"energy_j\", \"tpot_ms@*gpt-oss*\"]")
+
+    for text in overrides:
+        key, pct = parse_threshold_override(text)
+        _apply_threshold(thresholds, key, pct, f"threshold {text!r}")
+
+    allow_specs = tuple(validate_allow_spec(s) for s in (*file_allow, *allow))
+    return GateConfig(thresholds_pct=thresholds, allow=allow_specs,
+                      strict=bool(strict or values.pop("strict", False)),
+                      ignore_gpu=bool(ignore_gpu or values.pop("ignore_gpu", False)), **values)
+
+
+def _file_values(section: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The GateConfig fields ``[tool.moeperf.gate]`` sets besides thresholds and allow, checked."""
     values: dict[str, Any] = {}
     if "alpha" in section:
         values["alpha"] = _fraction(section["alpha"], f"{where} alpha", upper=0.5)
@@ -223,11 +247,8 @@ def load_gate_config(pyproject_path: str | None, overrides: Sequence[str] = (), 
             raise ValueError(f"{where} margin_fraction: {m!r} must be a number from 0 to 1, e.g. 0.5")
         values["margin_fraction"] = float(m)
     if "memory_tolerance_pct" in section:
-        pct = _positive_pct(section["memory_tolerance_pct"], f"{where} memory_tolerance_pct")
-        values["memory_tolerance_pct"] = pct
-        for m in schema.METRICS:  # the memory metrics' percent, unless set per metric
-            if m.kind == "memory" and m.key not in table and "memory" not in table:
-                thresholds[m.key] = pct
+        values["memory_tolerance_pct"] = _positive_pct(section["memory_tolerance_pct"],
+                                                       f"{where} memory_tolerance_pct")
     if "memory_tolerance_bytes" in section:
         b = section["memory_tolerance_bytes"]
         if isinstance(b, bool) or not isinstance(b, int) or b < 0:
@@ -248,19 +269,7 @@ def load_gate_config(pyproject_path: str | None, overrides: Sequence[str] = (), 
             if not isinstance(section[flag], bool):
                 raise ValueError(f"{where} {flag}: {section[flag]!r} must be true or false")
             values[flag] = section[flag]
-
-    file_allow = section.get("allow", [])
-    if not isinstance(file_allow, list) or not all(isinstance(s, str) for s in file_allow):
-        raise ValueError(f"{where} allow: must be a list of strings such as [\"energy_j\", \"tpot_ms@*gpt-oss*\"]")
-
-    for text in overrides:
-        key, pct = parse_threshold_override(text)
-        _apply_threshold(thresholds, key, pct, f"threshold {text!r}")
-
-    allow_specs = tuple(validate_allow_spec(s) for s in (*file_allow, *allow))
-    return GateConfig(thresholds_pct=thresholds, allow=allow_specs,
-                      strict=bool(strict or values.pop("strict", False)),
-                      ignore_gpu=bool(ignore_gpu or values.pop("ignore_gpu", False)), **values)
+    return values
 
 
 def _run_drift(value: Any, where: str, defaults: Mapping[str, float]) -> dict[str, float]:
@@ -288,3 +297,28 @@ def _fraction(value: Any, where: str, upper: float, lower: float = 0.0) -> float
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lower < value < upper):
         raise ValueError(f"{where}: {value!r} must be a number between {lower} and {upper} (exclusive), e.g. 0.05")
     return float(value)
+
+
+def add_options(add) -> None:
+    """Declare the gate's options with ``add`` (pytest's ``group.addoption``); plugin/gate_pytest.py reads them."""
+    add("--moeperf-gate", metavar="PATH|auto|off", default="auto",
+        help="baseline to gate against: a JSON file or folder, auto (the --benchmark-compare run or the newest "
+             "run in the storage of --gpu) or off")
+    add("--moeperf-threshold", metavar="METRIC=PCT", action="append", default=[],
+        help="override the gate's practical threshold for a metric (repeatable)")
+    add("--moeperf-allow", metavar="METRIC[@BENCH]", action="append", default=[],
+        help="acknowledged regression: FAIL becomes WARN for this metric (repeatable)")
+    add("--moeperf-gate-strict", action="store_true", default=False, help="INCONCLUSIVE verdicts also fail the run")
+    add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
+        help="compare even when the baseline was measured on another GPU kind")
+    add("--moeperf-verdict-json", metavar="PATH", default=DEFAULT_VERDICT_JSON, help="where to write the gate's verdicts")
+    add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
+        help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
+             "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
+
+
+def parse_options(get, rootpath) -> GateConfig:
+    """The gate's settings from its pytest options (``get(dest, default)``) and the pyproject.toml at or
+    above ``rootpath``; ValueError (one line) for a bad value."""
+    return load_gate_config(find_pyproject(rootpath), get("moeperf_threshold", []), get("moeperf_allow", []),
+                            bool(get("moeperf_gate_strict", False)), bool(get("moeperf_gate_ignore_gpu", False)))

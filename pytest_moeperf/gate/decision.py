@@ -23,18 +23,66 @@ SD too, which costs an INCONCLUSIVE ("more rounds"), never a false FAIL.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from pytest_moeperf.metrics import schema
 from pytest_moeperf.metrics.schema import Metric
-from pytest_moeperf.gate.baseline import SOURCE_KEY, bench_key, gpu_name, pool_runs
+from pytest_moeperf.gate.baseline import pool_runs
+from pytest_moeperf.gate.hodges_lehmann import hodges_lehmann
+from pytest_moeperf.results.documents import SERVING, SOURCE_KEY, bench_key, extra_kind, gpu_name
 from pytest_moeperf.gate.config import EAGER_BACKEND, GateConfig, MIB, SINGLE_RUN_DRIFT_PRIOR_DOF, UNGATED_MEMORY_METRICS
 from pytest_moeperf.gate.statistics import _bad, _finite, _finite_list, _one_sided_p, _rel_pct, _remove_margin, _scalar, _z, _z_sum, drift_pct, mde_pct, rounds_needed, spread_pct, total_mde_pct
 from pytest_moeperf.gate.verdicts import BenchmarkResult, FAIL, GateResult, INCONCLUSIVE, METHOD_MWU, METHOD_NONE, METHOD_SUMMARY, METHOD_THRESHOLD, METHOD_TOLERANCE, MetricComparison, PASS, SKIPPED, WARN, worst
+
+
+@dataclass(frozen=True)
+class RunDrift:
+    """The run-to-run drift a comparison allows for: measured over the runs' medians, or assumed."""
+
+    pct: float | None
+    runs: int  # baseline runs it is averaged over (1 for an offset between machines)
+    head_runs: int
+    machines: bool  # an assumed offset between machines: more runs do not average it out
+    note: str  # how it was found, for the verdict's reason
+
+
+def run_drift(base: np.ndarray, head: np.ndarray, run_medians: Sequence[float] = (),
+              head_run_medians: Sequence[float] = (), prior_drift_pct: float | None = None,
+              single_run_drift_pct: float | None = None) -> RunDrift:
+    drift = drift_pct(run_medians, head_run_medians)
+    runs = max(len(_finite_list(run_medians)), 1)
+    head_runs = max(len(_finite_list(head_run_medians)), 1)
+    note = (f", run-to-run drift {drift:.1f}% over {runs} baseline + {head_runs} current runs"
+            if drift is not None else "")
+    if prior_drift_pct:
+        # another machine: stored runs that agree with each other (all from the baseline's
+        # machine) say nothing about the drift between machines. Assume the measured one, or
+        # the rounds' own spread where that is wider: a host-bound eager decode whose rounds
+        # scatter by CV 10-20% moved its median by up to 36% between two H200 machines.
+        assumed = max(prior_drift_pct, math.hypot(spread_pct(base), spread_pct(head)) / math.sqrt(2))
+        if drift is None or drift < assumed:
+            # a machine's offset does not average out over more runs on either machine
+            return RunDrift(assumed, 1, 1, True,
+                            f", incl. an assumed {assumed:.1f}% drift between machines (baseline from another GPU)")
+    elif single_run_drift_pct:
+        # the drift measured between processes on one H200, as a prior: alone with one run a
+        # side, pooled with the measured drift (weighted by degrees of freedom) with more
+        dof = runs + head_runs - 2
+        if drift is None:
+            drift = single_run_drift_pct
+            note = (f", incl. an assumed {drift:g}% drift between runs (one run a side: pass several "
+                    f"runs, e.g. compare BASE_DIR RUN1 RUN2 RUN3)")
+        else:
+            k0 = SINGLE_RUN_DRIFT_PRIOR_DOF
+            drift = math.sqrt((k0 * single_run_drift_pct ** 2 + dof * drift ** 2) / (k0 + dof))
+            note = (f", run-to-run drift {drift:.1f}% ({runs} baseline + {head_runs} current runs, "
+                    f"pooled with the assumed {single_run_drift_pct:g}%)")
+    return RunDrift(drift, runs, head_runs, False, note)
 
 
 def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: GateConfig,
@@ -44,103 +92,86 @@ def compare_samples(metric: Metric, base: np.ndarray, head: np.ndarray, config: 
     thr = config.threshold_pct(metric.key)
     med_b, med_h = float(np.median(base)), float(np.median(head))
     change = _rel_pct(med_h - med_b, med_b)
-    hl = _rel_pct(float(np.median(np.subtract.outer(head, base))), med_b)
+    hl = _rel_pct(hodges_lehmann(head, base), med_b)
     worse = "greater" if metric.direction == "lower" else "less"
     better = "less" if worse == "greater" else "greater"
     p_bad = _one_sided_p(head, base, worse)
-    p_good = _one_sided_p(head, base, better)
-    p_margin = _one_sided_p(_remove_margin(metric, head, config.margin_fraction * thr), base, worse)
-    drift = drift_pct(run_medians, head_run_medians)
-    machines = False  # the drift is an assumed offset between machines
-    runs = max(len(_finite_list(run_medians)), 1)
-    head_runs = max(len(_finite_list(head_run_medians)), 1)
-    drift_note = (f", run-to-run drift {drift:.1f}% over {runs} baseline + {head_runs} current runs"
-                  if drift is not None else "")
-    if prior_drift_pct:
-        # another machine: stored runs that agree with each other (all from the baseline's
-        # machine) say nothing about the drift between machines. Assume the measured one, or
-        # the rounds' own spread where that is wider: a host-bound eager decode whose rounds
-        # scatter by CV 10-20% moved its median by up to 36% between two H200 machines.
-        assumed = max(prior_drift_pct, math.hypot(spread_pct(base), spread_pct(head)) / math.sqrt(2))
-        if drift is None or drift < assumed:
-            # a machine's offset does not average out over more runs on either machine
-            drift, runs, head_runs, machines = assumed, 1, 1, True
-            drift_note = f", incl. an assumed {drift:.1f}% drift between machines (baseline from another GPU)"
-    elif single_run_drift_pct:
-        # the drift measured between processes on one H200, as a prior: alone with one run a
-        # side, pooled with the measured drift (weighted by degrees of freedom) with more
-        dof = runs + head_runs - 2
-        if drift is None:
-            drift = single_run_drift_pct
-            drift_note = (f", incl. an assumed {drift:g}% drift between runs (one run a side: pass several "
-                          f"runs, e.g. compare BASE_DIR RUN1 RUN2 RUN3)")
-        else:
-            k0 = SINGLE_RUN_DRIFT_PRIOR_DOF
-            drift = math.sqrt((k0 * single_run_drift_pct ** 2 + dof * drift ** 2) / (k0 + dof))
-            drift_note = (f", run-to-run drift {drift:.1f}% ({runs} baseline + {head_runs} current runs, "
-                          f"pooled with the assumed {single_run_drift_pct:g}%)")
-    mde = total_mde_pct(mde_pct(base, head, config.alpha, config.power), drift, runs, config.alpha, config.power,
-                        head_runs)
+    drift = run_drift(base, head, run_medians, head_run_medians, prior_drift_pct, single_run_drift_pct)
+    mde = total_mde_pct(mde_pct(base, head, config.alpha, config.power), drift.pct, drift.runs, config.alpha,
+                        config.power, drift.head_runs)
     common = dict(metric=metric.key, unit=metric.unit, direction=metric.direction, baseline=med_b,
                   current=med_h, change_pct=change, p_value=p_bad, mde_pct=mde, threshold_pct=thr,
                   method=METHOD_MWU, n_baseline=int(base.size), n_current=int(head.size), hl_change_pct=hl,
-                  drift_pct=drift, baseline_runs=runs, current_runs=head_runs)
+                  drift_pct=drift.pct, baseline_runs=drift.runs, current_runs=drift.head_runs)
     if change is None:
         return MetricComparison(**common, verdict=WARN, reason="baseline median is 0: change not expressible in %")
 
     bad, bad_hl = _bad(metric, change), _bad(metric, hl)
-    significant = p_bad < config.alpha
-    beyond = bad > thr and bad_hl is not None and bad_hl > thr
-    if beyond:
-        # FAIL needs a detectable effect within the threshold, or a change clearly beyond both:
-        # past threshold + MDE, which same-code noise reaches well under 1% of the time
-        # (MDE is the 80%-power effect at alpha), while a large real regression on a noisy
-        # host-bound decode is not left INCONCLUSIVE forever.
-        clear = bad > thr + mde and bad_hl > thr + mde
-        # the U test over rounds cannot see run-to-run drift; so the change must also clear
-        # the margin by z_(1-alpha) standard errors of the difference of run levels
-        # (within-run and drift parts together: se = MDE / (z_(1-alpha) + z_power))
-        beyond_drift = (bad - config.margin_fraction * thr
-                        > _z(1 - config.alpha) * mde / _z_sum(config.alpha, config.power))
-        if significant and p_margin < config.alpha and beyond_drift and (mde <= thr or clear):
-            how = "" if mde <= thr else f", beyond threshold + detectable effect {thr + mde:.1f}%"
-            return MetricComparison(**common, verdict=FAIL,
-                                    reason=f"worse by {bad:.1f}% > {thr:g}% (p={p_bad:.2g}, HL {bad_hl:.1f}%{how})")
-        # the drift part of the MDE does not shrink with rounds: size the rounds for what is left
-        between = (total_mde_pct(0.0, drift, runs, config.alpha, config.power, head_runs)
-                   if drift is not None else 0.0)
-        if between >= thr:
-            if machines:
-                fix = "measure the baseline on this GPU"
-            else:
-                # runs a side for which the drift part falls to 80% of the threshold
-                n = math.ceil(2.0 * (_z_sum(config.alpha, config.power) * drift / (0.8 * thr)) ** 2)
-                fix = f"compare {n} or more runs a side (compare BASE_DIR RUN1 ... RUN{n})"
-            why = (f"detectable effect {mde:.1f}% > threshold {thr:g}%{drift_note}: run-to-run drift alone "
-                   f"({between:.1f}%) exceeds the threshold, so more rounds cannot settle it; {fix}")
-            return MetricComparison(**common, verdict=INCONCLUSIVE, reason=why)
-        need = rounds_needed(base, head, math.sqrt(thr ** 2 - between ** 2), config.alpha, config.power)
-        if mde > thr:
-            why = f"detectable effect {mde:.1f}% > threshold {thr:g}% (spread too wide{drift_note})"
-        elif significant:
-            margin_pct = config.margin_fraction * thr
-            why = (f"worse by {bad:.1f}% but not significantly more than {margin_pct:g}% "
-                   f"(p={p_margin:.2g} >= {config.alpha:g})")
-            need = max(need, 2 * max(base.size, head.size))
-        else:
-            why = f"worse by {bad:.1f}% but not significant (p={p_bad:.2g} >= {config.alpha:g})"
-            need = max(need, 2 * max(base.size, head.size))
-        return MetricComparison(**common, verdict=INCONCLUSIVE, suggested_rounds=need,
-                                reason=f"{why}; more rounds suggested: {need}")
-    if significant and bad > 0:
+    if bad > thr and bad_hl is not None and bad_hl > thr:
+        verdict, reason, need = _beyond_threshold(metric, base, head, config, drift, mde, p_bad, bad, bad_hl)
+        return MetricComparison(**common, verdict=verdict, reason=reason, suggested_rounds=need)
+    if p_bad < config.alpha and bad > 0:
         return MetricComparison(**common, verdict=WARN,
                                 reason=f"significantly worse by {bad:.1f}% (p={p_bad:.2g}), under {thr:g}%")
     imp = config.improvement_pct(metric.key)
-    if p_good < config.alpha and -bad > imp and bad_hl is not None and -bad_hl > imp:
+    # the U test for an improvement matters only here: run it last (a U test on a serving point's
+    # pooled requests sorts every sample)
+    if -bad > imp and bad_hl is not None and -bad_hl > imp and _one_sided_p(head, base, better) < config.alpha:
         return MetricComparison(**common, verdict=WARN,
                                 reason=f"improved by {-bad:.1f}% > {imp:g}%: refresh the baseline")
     note = f"; detectable effect {mde:.1f}% > {thr:g}%" if mde > thr else ""
     return MetricComparison(**common, verdict=PASS, reason=f"within {thr:g}%{note}")
+
+
+def _beyond_threshold(metric: Metric, base: np.ndarray, head: np.ndarray, config: GateConfig, drift: RunDrift,
+                      mde: float, p_bad: float, bad: float, bad_hl: float) -> tuple[str, str, int | None]:
+    """(verdict, reason, suggested rounds) of a change worse than the threshold by its median and
+    its HL shift: FAIL where the rule can tell it from noise, else INCONCLUSIVE with what would."""
+    thr = config.threshold_pct(metric.key)
+    worse = "greater" if metric.direction == "lower" else "less"
+    significant = p_bad < config.alpha
+
+    def p_margin() -> float:  # only on the branches that need it: a U test sorts every sample
+        return _one_sided_p(_remove_margin(metric, head, config.margin_fraction * thr), base, worse)
+
+    # FAIL needs a detectable effect within the threshold, or a change clearly beyond both:
+    # past threshold + MDE, which same-code noise reaches well under 1% of the time
+    # (MDE is the 80%-power effect at alpha), while a large real regression on a noisy
+    # host-bound decode is not left INCONCLUSIVE forever.
+    clear = bad > thr + mde and bad_hl > thr + mde
+    # the U test over rounds cannot see run-to-run drift; so the change must also clear
+    # the margin by z_(1-alpha) standard errors of the difference of run levels
+    # (within-run and drift parts together: se = MDE / (z_(1-alpha) + z_power))
+    beyond_drift = (bad - config.margin_fraction * thr
+                    > _z(1 - config.alpha) * mde / _z_sum(config.alpha, config.power))
+    if significant and beyond_drift and (mde <= thr or clear) and p_margin() < config.alpha:
+        how = "" if mde <= thr else f", beyond threshold + detectable effect {thr + mde:.1f}%"
+        return FAIL, f"worse by {bad:.1f}% > {thr:g}% (p={p_bad:.2g}, HL {bad_hl:.1f}%{how})", None
+    # the drift part of the MDE does not shrink with rounds: size the rounds for what is left
+    between = (total_mde_pct(0.0, drift.pct, drift.runs, config.alpha, config.power, drift.head_runs)
+               if drift.pct is not None else 0.0)
+    if between >= thr:
+        if drift.machines:
+            fix = "measure the baseline on this GPU"
+        else:
+            # runs a side for which the drift part falls to 80% of the threshold
+            n = math.ceil(2.0 * (_z_sum(config.alpha, config.power) * drift.pct / (0.8 * thr)) ** 2)
+            fix = f"compare {n} or more runs a side (compare BASE_DIR RUN1 ... RUN{n})"
+        return INCONCLUSIVE, (f"detectable effect {mde:.1f}% > threshold {thr:g}%{drift.note}: run-to-run drift "
+                              f"alone ({between:.1f}%) exceeds the threshold, so more rounds cannot settle it; "
+                              f"{fix}"), None
+    need = rounds_needed(base, head, math.sqrt(thr ** 2 - between ** 2), config.alpha, config.power)
+    if mde > thr:
+        why = f"detectable effect {mde:.1f}% > threshold {thr:g}% (spread too wide{drift.note})"
+    elif significant:
+        margin_pct = config.margin_fraction * thr
+        why = (f"worse by {bad:.1f}% but not significantly more than {margin_pct:g}% "
+               f"(p={p_margin():.2g} >= {config.alpha:g})")
+        need = max(need, 2 * max(base.size, head.size))
+    else:
+        why = f"worse by {bad:.1f}% but not significant (p={p_bad:.2g} >= {config.alpha:g})"
+        need = max(need, 2 * max(base.size, head.size))
+    return INCONCLUSIVE, f"{why}; more rounds suggested: {need}", need
 
 
 def compare_memory(metric: Metric, base: float, head: float, config: GateConfig) -> MetricComparison:
@@ -195,6 +226,32 @@ def _skipped(metric: Metric, base: float | None, head: float | None) -> MetricCo
                             method=METHOD_NONE, verdict=SKIPPED, reason=f"not measured in {side}")
 
 
+def invalid_value(extra: Mapping[str, Any], key: str) -> str | None:
+    """Why a metric's value is not a measurement (None when it is one or is absent/null): every metric
+    of the registry is a finite, non-negative number, so NaN, a string or a negative value is a
+    broken document, which must not read as "not measured" (SKIPPED) or as an improvement."""
+    v = extra.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"{v!r} is not a number"
+    if not math.isfinite(v):
+        return f"{v!r} is not a finite number"
+    return f"{v!r} is negative" if v < 0 else None
+
+
+def _invalid(metric: Metric, base_extra: Mapping[str, Any], head_extra: Mapping[str, Any]) -> MetricComparison | None:
+    for side, extra in (("this run", head_extra), ("the baseline", base_extra)):
+        why = invalid_value(extra, metric.key)
+        if why:
+            return MetricComparison(metric=metric.key, unit=metric.unit, direction=metric.direction,
+                                    baseline=_scalar(base_extra, metric.key), current=_scalar(head_extra, metric.key),
+                                    change_pct=None, p_value=None, mde_pct=None, threshold_pct=None, method=METHOD_NONE,
+                                    verdict=INCONCLUSIVE,
+                                    reason=f"invalid in {side}: {metric.key} {why}; regenerate that run's JSON")
+    return None
+
+
 def _samples(extra: Mapping[str, Any], metric: Metric) -> np.ndarray:
     samples = extra.get("samples")
     if not metric.samples or not isinstance(samples, Mapping):
@@ -209,8 +266,23 @@ def is_summary_only(extra: Mapping[str, Any]) -> bool:
 
 def run_median(extra: Mapping[str, Any], metric: Metric) -> float | None:
     """One stored run's median of a metric's samples (None without samples)."""
-    vals = _samples(extra, metric)
-    return float(np.median(vals)) if vals.size else None
+    samples = extra.get("samples")
+    if not metric.samples or not isinstance(samples, Mapping):
+        return None
+    # statistics.median on the finite values: the same two middle values and (a + b) / 2 as
+    # np.median, without numpy's per-call overhead (compare --all-runs takes one per stored run
+    # per metric per case: 90,000 for 100 runs of 100 cases)
+    vals = _finite_list_of(samples.get(metric.samples))
+    return statistics.median(vals) if vals else None
+
+
+def _finite_list_of(values: Any) -> list[float]:
+    if not isinstance(values, (list, tuple)):
+        return []
+    if set(map(type, values)) <= {float}:  # the usual list from JSON, checked in one C-level pass
+        return [v for v in values if math.isfinite(v)]
+    return [float(v) for v in values
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
 
 
 def compare_metric(metric: Metric, base_extra: Mapping[str, Any], head_extra: Mapping[str, Any],
@@ -221,6 +293,9 @@ def compare_metric(metric: Metric, base_extra: Mapping[str, Any], head_extra: Ma
     baseline run of this benchmark (the newest included), for the run-to-run drift."""
     base_b, head_b = _samples(base_extra, metric), _samples(head_extra, metric)
     base_v, head_v = _scalar(base_extra, metric.key), _scalar(head_extra, metric.key)
+    invalid = _invalid(metric, base_extra, head_extra)
+    if invalid is not None:
+        return invalid
     if base_b.size >= 2 and head_b.size >= 2:
         medians = [m for m in (run_median(h, metric) for h in history) if m is not None]
         prior = config.cross_machine_drift_pct.get(metric.kind) if cross_machine else None
@@ -228,7 +303,7 @@ def compare_metric(metric: Metric, base_extra: Mapping[str, Any], head_extra: Ma
         # a serving load point (continuous batching, host-scheduled) gets the host-bound eager prior
         # until its run-to-run drift is measured on a GPU
         eager = (EAGER_BACKEND in (head_extra.get("backend"), base_extra.get("backend"))
-                 or "load_point" in head_extra)
+                 or extra_kind(head_extra) == SERVING)
         run_drift = (config.eager_run_drift_pct if eager else config.single_run_drift_pct).get(metric.kind)
         return compare_samples(metric, base_b, head_b, config, medians, prior, run_drift, head_medians)
     if base_v is None and head_v is None:
@@ -307,17 +382,3 @@ def build_result(results: Sequence[BenchmarkResult], base_docs: Sequence[Mapping
         baseline_sources=tuple(str(d[SOURCE_KEY]) for d in base_docs if d.get(SOURCE_KEY)),
         head_source=(head_doc or {}).get(SOURCE_KEY), baseline_gpu=base_gpus[-1] if base_gpus else None,
         head_gpu=gpu_name(head_doc) if head_doc else None)
-
-
-def compare_documents(base_docs: Sequence[Mapping[str, Any]],
-                      head: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-                      config: GateConfig) -> GateResult:
-    """Every benchmark of the run against the baseline documents, matched by fullname (then name).
-
-    ``head`` is one run's document, or several runs of the same code (oldest first): their
-    rounds are pooled and the spread of their medians joins the baseline runs' in the
-    run-to-run drift, which shrinks as sqrt(1/m + 1/k) with m runs here and k stored.
-    """
-    from pytest_moeperf.gate.gate_run import GateRun  # the one path every verdict takes (gate_run imports this module)
-
-    return GateRun(base_docs, config).compare(head)

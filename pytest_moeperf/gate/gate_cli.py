@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from pytest_moeperf.gate import history_gate
 from pytest_moeperf.gate.config import find_pyproject, load_gate_config
-from pytest_moeperf.gate.baseline import load_documents
+from pytest_moeperf.results.documents import load_documents
 from pytest_moeperf.gate.gate_render import render_markdown, render_text
 from pytest_moeperf.gate.gate_run import GateRun
+from pytest_moeperf.results.outputs import append_text, write_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +57,8 @@ def run(args: argparse.Namespace) -> int:
         doc = result.to_json()
         if choice:
             doc["baseline_segment"] = choice.to_json()
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as fh:  # the step summary is appended to
-            fh.write("".join(f"- baseline segment: {note}\n" for note in lines and choice.notes)
-                     + ("\n" if lines else "") + render_markdown(result))
+        write_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+    if args.markdown:  # the step summary is appended to
+        append_text(args.markdown, "".join(f"- baseline segment: {note}\n" for note in lines and choice.notes)
+                    + ("\n" if lines else "") + render_markdown(result))
     return result.exit_code(config.strict)

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pytest_moeperf.metrics.formats import format_value
 from pytest_moeperf.gate.verdicts import FAIL, INCONCLUSIVE, NO_OVERLAP, PASS, SKIPPED, WARN, BenchmarkResult, GateResult, MetricComparison
 
 _HEADERS = ("benchmark", "metric", "baseline", "current", "change %", "p", "detectable %", "threshold %",
             "verdict", "reason")
-
-
-def format_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "bytes":  # bytes read best in binary units
-        for scale, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-            if abs(value) >= scale:
-                return f"{value / scale:.2f} {suffix}"
-        return f"{value:.0f} B"
-    return f"{value:.4g}"
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -86,31 +76,99 @@ def _underpowered_line(result: GateResult) -> str | None:
             f"(compare BASE_DIR --all-runs RUN1 RUN2 ...) to gate them")
 
 
+LINE_MAX = 120  # a terminal line of the gate's summary; the whole reason is in the JSON and markdown
+
+
+def _fit(text: str, limit: int = LINE_MAX) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def short_reason(m: MetricComparison) -> str:
+    """The figures behind a verdict in a few words (the full sentence is ``m.reason``)."""
+    if m.reason.startswith("invalid"):
+        return m.reason.split(";")[0]
+    change = f"{m.change_pct:+.1f}%" if m.change_pct is not None else "change -"
+    bits = [change + (f" vs {m.threshold_pct:g}%" if m.threshold_pct is not None else "")]
+    if m.suggested_rounds:  # the fix first: the line may be cut at LINE_MAX
+        bits.append(f"{m.suggested_rounds} rounds suggested")
+    elif "drift alone" in m.reason:
+        bits.append("drift: more runs a side")
+    if m.reason.startswith("clock throttling in"):
+        bits.append(m.reason.split(";")[0])
+    bits.append(f"detectable {m.mde_pct:.1f}%" if m.mde_pct is not None and m.verdict != FAIL else "")
+    bits.append(f"p={m.p_value:.2g}" if m.p_value is not None else "")
+    return ", ".join(b for b in bits if b)
+
+
+def _verdict_line(bench: BenchmarkResult, m: MetricComparison) -> str:
+    tail = f": {m.metric} {short_reason(m)}"
+    room = max(LINE_MAX - len(m.verdict) - 1 - len(tail), 32)  # the name keeps 32 characters at least
+    name = bench.name if len(bench.name) <= room else bench.name[:room - 1] + "…"
+    return _fit(f"{m.verdict} {name}{tail}")
+
+
+def _rest_line(result: GateResult) -> str | None:
+    """One line counting the metrics that are neither FAIL nor INCONCLUSIVE."""
+    rest = [m for b in result.benchmarks for m in b.metrics if m.verdict in (WARN, PASS)]
+    if not rest:
+        return None
+    warns = [m for m in rest if m.verdict == WARN]
+    kinds = {"allowlisted": sum(m.reason.startswith("allowlisted") for m in warns),
+             "improved (refresh the baseline)": sum("refresh the baseline" in m.reason for m in warns)}
+    kinds["worse, under the threshold or not gated"] = len(warns) - sum(kinds.values())
+    detail = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+    warn = f"{len(warns)} WARN ({detail}), " if warns else ""
+    return f"other metrics: {warn}{len(rest) - len(warns)} PASS; -v lists every row with its reason"
+
+
+def _benchmark_lines(result: GateResult, verbose: bool) -> list[str]:
+    """New, not compared, throttled and missing benchmarks: by name with -v, else counted."""
+    new = [b.name for b in result.benchmarks if b.status == "new"]
+    not_compared = [b for b in result.benchmarks if b.status == "not-compared"]
+    throttled = [b for b in result.benchmarks if b.throttled_rounds]
+    if verbose:
+        return ([f"new: {n} (no baseline: PASS)" for n in new]
+                + [f"not compared: {b.name}: {b.note}" for b in not_compared]
+                + [f"throttled: {b.name}: clock throttling in {b.throttled_rounds} rounds" for b in throttled]
+                + [f"missing: {n} (in the baseline, not in this run)" for n in result.missing])
+    out = []
+    if new:
+        out.append(_fit(f"new: {len(new)} benchmark(s) with no baseline (PASS): {', '.join(new)}"))
+    if not_compared:
+        out.append(_fit(f"not compared: {len(not_compared)} benchmark(s), e.g. {not_compared[0].name}: "
+                        f"{not_compared[0].note}"))
+    if throttled:
+        out.append(_fit(f"throttled: {len(throttled)} benchmark(s) with clock throttling in some rounds"))
+    if result.missing:
+        out.append(_fit(f"missing: {len(result.missing)} benchmark(s) in the baseline, not in this run: "
+                        f"{', '.join(result.missing)}"))
+    return out
+
+
 def render_text(result: GateResult, verbose: bool = False) -> str:
-    """An aligned table: every metric with verbose, else only those not PASS/SKIPPED."""
-    rows = []
-    for bench in result.benchmarks:
-        for m in _shown(bench, verbose):
-            rows.append(_row(bench.name, m))
+    """The terminal view: the summary, one line of at most LINE_MAX characters per FAIL and
+    INCONCLUSIVE metric and one line counting the rest; with verbose, the table of every metric
+    with its whole reason (as the JSON and markdown have it) and every benchmark by name."""
     out = [_summary_line(result)]
-    if result.baseline_sources:
-        out.append(f"baseline: {', '.join(result.baseline_sources)}")
-    if rows:
-        out.append(_table(rows))
-    elif result.benchmarks:
-        out.append("all compared metrics within thresholds")
-    for b in result.benchmarks:
-        if b.status == "new":
-            out.append(f"new: {b.name} (no baseline: PASS)")
-        if b.status == "not-compared":
-            out.append(f"not compared: {b.name}: {b.note}")
-        if b.throttled_rounds:
-            out.append(f"throttled: {b.name}: clock throttling in {b.throttled_rounds} rounds")
-    for name in result.missing:
-        out.append(f"missing: {name} (in the baseline, not in this run)")
+    sources = result.baseline_sources
+    if sources:
+        line = f"baseline: {', '.join(sources)}"
+        out.append(line if verbose or len(line) <= LINE_MAX
+                   else _fit(f"baseline: {len(sources)} runs, the newest {sources[-1]}"))
+    if verbose:
+        rows = [_row(b.name, m) for b in result.benchmarks for m in b.metrics]
+        if rows:
+            out.append(_table(rows))
+    else:
+        out += [_verdict_line(b, m) for b in result.benchmarks for m in b.metrics if m.verdict in (FAIL, INCONCLUSIVE)]
+        rest = _rest_line(result)
+        if rest:
+            out.append(rest)
+    out += _benchmark_lines(result, verbose)
     low = _underpowered_line(result)
     if low:
-        out.append(low)
+        out.append(low if verbose else f"low power: {len(result.underpowered())} PASS/WARN metric(s) could not have "
+                                       f"caught a threshold-sized change; -v names them")
     return "\n".join(out)
 
 

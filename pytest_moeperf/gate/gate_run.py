@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.results import documents
 from pytest_moeperf.gate import decision as gate_decision
 from pytest_moeperf.gate.verdicts import BenchmarkResult, GateResult
 from pytest_moeperf.gate.config import GateConfig
@@ -29,6 +30,7 @@ class GateRun:
         self.config = config
         self.segment = segment
         self.index = gate_baseline.index_baseline(self.base_docs)
+        self.history = gate_baseline.HistoryIndex(self.base_docs)
         self.results: list[BenchmarkResult] = []
         self.head_docs: list[Mapping[str, Any]] = []
         self._cross = False
@@ -36,7 +38,7 @@ class GateRun:
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], config: GateConfig, all_runs: bool = False) -> GateRun:
         """A pytest-benchmark JSON file or storage folder (newest run; every run with ``all_runs``)."""
-        return cls(gate_baseline.load_documents(path, all_runs=all_runs), config)
+        return cls(documents.load_documents(path, all_runs=all_runs), config)
 
     def set_head(self, head_doc: Mapping[str, Any] | None) -> None:
         """The head run's document (its ``machine_info`` is what counts); raises GpuMismatchError
@@ -60,7 +62,7 @@ class GateRun:
             return result
         head_bench = gate_baseline.pool_runs(head_runs) if len(head_runs) > 1 else bench
         result = gate_decision.compare_benchmark(
-            base, head_bench, self.config, source, gate_baseline.baseline_history(self.base_docs, bench),
+            base, head_bench, self.config, source, self.history.history(bench),
             gate_baseline.bench_cross_machine(base, bench, self._cross),
             [r.get("extra_info") or {} for r in head_runs] if len(head_runs) > 1 else ())
         if self.segment is not None:
@@ -83,3 +85,15 @@ class GateRun:
             runs = gate_baseline.baseline_history(head_docs, bench) if len(head_docs) > 1 else [bench]
             self.judge(bench, runs)
         return self.result()
+
+
+def compare_documents(base_docs: Sequence[Mapping[str, Any]],
+                      head: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                      config: GateConfig) -> GateResult:
+    """Every benchmark of the run against the baseline documents, matched by fullname (then name).
+
+    ``head`` is one run's document, or several runs of the same code (oldest first): their
+    rounds are pooled and the spread of their medians joins the baseline runs' in the
+    run-to-run drift, which shrinks as sqrt(1/m + 1/k) with m runs here and k stored.
+    """
+    return GateRun(base_docs, config).compare(head)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pytest_moeperf.gate import baseline as gate_baseline
+from pytest_moeperf.results import documents
 from pytest_moeperf.gate import verdicts as gate_verdicts
 from pytest_moeperf.metrics import schema
 from pytest_moeperf.history import history as h
@@ -54,6 +54,15 @@ def last_stable(base_docs: Sequence[Mapping[str, Any]], max_pvalue: float = h.DE
     keep: dict[str, set[str]] = {}  # benchmark -> sources of the runs in its segment
     notes, insufficient = [], {}
     for bench, series in by_bench.items():
+        boards = {s.gpu_uuid for s in series}
+        if len(boards) > 1:
+            # runs of several boards are several series: the baseline is the board measured last
+            # (a change of board is a change of level, as a change point is)
+            newest = max(series, key=lambda s: h.order_key(s.runs[-1])).gpu_uuid
+            left = sum(len(s.values) for s in series if s.gpu_uuid != newest and s.metric == series[0].metric)
+            series = [s for s in series if s.gpu_uuid == newest]
+            notes.append(f"{short_name(bench)}: the runs of GPU {newest} only, the board measured last "
+                         f"({left} run(s) of other boards left out)")
         longest = max(series, key=lambda s: len(s.values))
         n = len(longest.values)
         if any(s.status == h.INSUFFICIENT for s in series):
@@ -81,7 +90,7 @@ def last_stable(base_docs: Sequence[Mapping[str, Any]], max_pvalue: float = h.DE
                                    f"its drift cannot be measured")
     docs = []
     for run in runs:
-        benches = [b for b in run.doc.get("benchmarks", []) if run.source in keep.get(gate_baseline.bench_key(b), ())]
+        benches = [b for b in run.doc.get("benchmarks", []) if run.source in keep.get(documents.bench_key(b), ())]
         if benches:
             docs.append({**run.doc, "benchmarks": benches})
     return SegmentChoice(tuple(docs), tuple(notes), insufficient)

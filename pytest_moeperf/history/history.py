@@ -19,14 +19,13 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pytest_moeperf.metrics import schema
-from pytest_moeperf.gate.baseline import SOURCE_KEY, bench_key, gpu_name, load_documents
-from pytest_moeperf.gate.config import BaselineError
+from pytest_moeperf.results.documents import SOURCE_KEY, DocumentError, bench_key, gpu_name, gpu_uuid, load_documents
 
 # Otava declares numpy==2.2.0 and scipy<1.17 and pulls its BigQuery, Postgres and Slack
 # clients for its own CLI; its change-point core (otava.analysis) needs numpy and scipy
@@ -85,7 +84,7 @@ class ChangePoint:
 
 @dataclass(frozen=True)
 class Series:
-    gpu: str
+    gpu: str                # for display: the GPU's name, with its UUID's start where boards of one name differ
     benchmark: str
     metric: str
     unit: str
@@ -94,6 +93,7 @@ class Series:
     values: tuple[float, ...]
     status: str             # ANALYSED | INSUFFICIENT
     change_points: tuple[ChangePoint, ...] = ()
+    gpu_uuid: str | None = None  # the board (part of the series' key: two H200s are two series)
 
     def segments(self) -> list[tuple[int, int]]:
         """[start, stop) of each stable segment, oldest first."""
@@ -101,7 +101,7 @@ class Series:
         return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
     def to_json(self) -> dict:
-        return {"gpu": self.gpu, "benchmark": self.benchmark, "metric": self.metric, "unit": self.unit,
+        return {"gpu": self.gpu, "gpu_uuid": self.gpu_uuid, "benchmark": self.benchmark, "metric": self.metric, "unit": self.unit,
                 "better": self.direction, "status": self.status,
                 "runs": [{"source": r.source, "commit": r.commit,
                           "when": r.when.isoformat() if r.when else None, "value": v}
@@ -177,7 +177,7 @@ def load_runs(storage: str | Path, since: datetime | None = None) -> tuple[list[
     for f in files:
         try:
             runs.extend(run_of(d, p) for d in load_documents(f))
-        except BaselineError as exc:
+        except DocumentError as exc:
             notes.append(f"skipped {exc}")
     if not runs:
         raise HistoryError(f"{p}: no pytest-benchmark runs found" + (f" ({len(notes)} files skipped)" if notes else "")
@@ -201,7 +201,7 @@ def load_runs(storage: str | Path, since: datetime | None = None) -> tuple[list[
 def group_notes(runs: Sequence[Run]) -> list[str]:
     """What was kept apart: GPUs, and benchmark sets that differ between runs."""
     notes = []
-    gpus = Counter(r.gpu for r in runs)
+    gpus = Counter(gpu_label(r.gpu, gpu_uuid(r.doc), _names_with_boards(runs)) for r in runs)
     if len(gpus) > 1:
         notes.append("runs of several GPUs, kept apart: " + ", ".join(f"{g} ({n} runs)" for g, n in gpus.items()))
     sets = Counter(frozenset(bench_key(b) for b in r.doc.get("benchmarks", [])) for r in runs)
@@ -286,21 +286,47 @@ def resolve_metrics(names: Sequence[str]) -> list[schema.Metric]:
     return out
 
 
+def bench_gpu_uuid(run: Run, bench: Mapping[str, Any]) -> str | None:
+    """The board a benchmark ran on: its own extra_info.gpu_uuid (a run may merge cases from several
+    machines), else its document's machine_info.gpu.uuid; None where neither was recorded."""
+    extra = bench.get("extra_info") if isinstance(bench.get("extra_info"), Mapping) else {}
+    return extra.get("gpu_uuid") or gpu_uuid(run.doc)
+
+
+def _names_with_boards(runs: Sequence[Run]) -> set[str]:
+    """GPU names under which more than one board (UUID) appears."""
+    boards: dict[str, set] = defaultdict(set)
+    for r in runs:
+        for bench in r.doc.get("benchmarks", []):
+            boards[r.gpu].add(bench_gpu_uuid(r, bench))
+    return {name for name, ids in boards.items() if len(ids) > 1}
+
+
+def gpu_label(name: str, uuid: str | None, several: set[str]) -> str:
+    """The name alone, or with the UUID's start where boards of that name differ ("NVIDIA H200 GPU-646aa32c")."""
+    return f"{name} {str(uuid)[:12]}" if name in several else name
+
+
 def build_history(runs: Sequence[Run], metrics: Sequence[schema.Metric], notes: Sequence[str] = (),
                   max_pvalue: float = DEFAULT_MAX_PVALUE, min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
                   min_runs: int = DEFAULT_MIN_RUNS) -> History:
-    """Series per (GPU, benchmark, metric) over ``runs`` (already ordered), analysed."""
-    points: dict[tuple[str, str, str], list[tuple[Run, float]]] = defaultdict(list)
+    """Series per (GPU board, benchmark, metric) over ``runs`` (already ordered), analysed. The board is
+    the GPU's UUID where recorded: two boards of one kind differ by more than a change of code can
+    (on the H200, a 5.8 % energy step between two H200s), so their runs are two series."""
+    points: dict[tuple[str, str | None, str, str], list[tuple[Run, float]]] = defaultdict(list)
     for run in runs:
         for bench in run.doc.get("benchmarks", []):
+            uuid = bench_gpu_uuid(run, bench)
             for metric in metrics:
                 v = _value(bench, metric.key)
                 if v is not None:
-                    points[(run.gpu, bench_key(bench), metric.key)].append((run, v))
+                    points[(run.gpu, uuid, bench_key(bench), metric.key)].append((run, v))
+    several = _names_with_boards(runs)
     series = []
-    for (gpu, bench, key), pts in points.items():
-        series.append(analyse_series(gpu, bench, schema.METRICS_BY_KEY[key], [r for r, _ in pts],
-                                     [v for _, v in pts], max_pvalue, min_magnitude, min_runs))
+    for (gpu, uuid, bench, key), pts in points.items():
+        s = analyse_series(gpu_label(gpu, uuid, several), bench, schema.METRICS_BY_KEY[key], [r for r, _ in pts],
+                           [v for _, v in pts], max_pvalue, min_magnitude, min_runs)
+        series.append(replace(s, gpu_uuid=uuid))
     all_notes = [*notes, *group_notes(runs)]
     short = sum(1 for s in series if s.status == INSUFFICIENT)
     if short:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pytest_moeperf.history import history as h
 from pytest_moeperf.history.history_render import render_markdown, render_text, write_plots
+from pytest_moeperf.results.outputs import append_text, write_atomic
 
 
 def _probability(text: str) -> float:
@@ -80,13 +81,11 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise h.HistoryError("the trend plots need matplotlib: pip install 'pytest-moeperf[history]' "
                                  "(or leave out -o)") from None
-        (out / "history.md").write_text(render_markdown(history, plots=[str(p) for p in plots]), encoding="utf-8")
+        write_atomic(out / "history.md", render_markdown(history, plots=[str(p) for p in plots]))
         print(f"wrote {out / 'history.md'} and {len(plots)} plots" + ("" if plots else
               f" (no series has {args.min_runs} runs or more to draw)"))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(history.to_json(), indent=2) + "\n", encoding="utf-8")
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as fh:  # the step summary is appended to
-            fh.write(render_markdown(history, latest=args.latest))
+        write_atomic(args.json, json.dumps(history.to_json(), indent=2) + "\n")
+    if args.markdown:  # the step summary is appended to
+        append_text(args.markdown, render_markdown(history, latest=args.latest))
     return 0

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_moeperf.gate.gate_render import format_value
+from pytest_moeperf.metrics.formats import format_value
 from pytest_moeperf.history.history import ANALYSED, History, Series
 
 
@@ -109,15 +109,47 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower()
 
 
+PANELS_PER_FIGURE = 12  # a figure of more panels is too tall to read: the rest go to further pages
+
+
+def _plot_order(series: list[Series]) -> list[Series]:
+    """Series with change points first, the largest newest change first; then the others as found."""
+    def key(s: Series) -> tuple:
+        newest = max(s.change_points, key=lambda c: c.index) if s.change_points else None
+        return (newest is None, -abs(newest.change_pct) if newest is not None else 0.0)
+    return sorted(series, key=key)
+
+
+def _draw_panel(ax, s: Series, ticker) -> None:
+    x = list(range(1, len(s.values) + 1))
+    ax.plot(x, s.values, "o", color="tab:blue", ms=4, label="run value")
+    for a, b in s.segments():
+        mean = sum(s.values[a:b]) / (b - a)
+        ax.hlines(mean, a + 0.6, b + 0.4, colors="tab:green", lw=2)
+    for c in s.change_points:
+        color = "tab:red" if c.direction == "regression" else "tab:purple"
+        ax.axvline(c.index + 0.5, color=color, ls="--", lw=1.2)
+        right = c.index > 0.6 * len(s.values)  # late changes: the label left of the line
+        ax.annotate(f"{c.change_pct:+.1f}% p={_p(c.p_value)}", (c.index + (0.4 if right else 0.6), 0.97),
+                    xycoords=("data", "axes fraction"), va="top", ha="right" if right else "left",
+                    fontsize=8, color=color)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_title(short_name(s.benchmark), fontsize=9, loc="left")
+    ax.set_ylabel(s.unit, fontsize=8)
+    ax.set_xlim(0.5, max(len(s.values), 1) + 0.5)
+    ax.grid(alpha=0.3)
+
+
 def write_plots(history: History, outdir: Path) -> list[Path]:
-    """One PNG per (GPU, metric): a panel per benchmark, the runs in order, each stable
-    segment's mean as a line over its runs, and each change point as a dashed line with its
-    change and p-value."""
+    """PNGs per (GPU, metric): a panel per benchmark, the runs in order, each stable segment's
+    mean as a line over its runs, and each change point as a dashed line with its change and
+    p-value. At most PANELS_PER_FIGURE panels a figure, the series with the largest changes
+    first; more benchmarks go to further pages (``…-p2.png``, ...)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401  (MaxNLocator)
+    import matplotlib.ticker
 
     groups: dict[tuple[str, str], list[Series]] = defaultdict(list)
     for s in history.series:
@@ -126,33 +158,21 @@ def write_plots(history: History, outdir: Path) -> list[Path]:
     written = []
     outdir.mkdir(parents=True, exist_ok=True)
     for (gpu, metric), series in groups.items():
-        height = 2.2 * len(series) + 0.7
-        fig, axes = plt.subplots(len(series), 1, figsize=(9, height), squeeze=False)
-        for ax, s in zip(axes[:, 0], series):
-            x = list(range(1, len(s.values) + 1))
-            ax.plot(x, s.values, "o", color="tab:blue", ms=4, label="run value")
-            for a, b in s.segments():
-                mean = sum(s.values[a:b]) / (b - a)
-                ax.hlines(mean, a + 0.6, b + 0.4, colors="tab:green", lw=2)
-            for c in s.change_points:
-                color = "tab:red" if c.direction == "regression" else "tab:purple"
-                ax.axvline(c.index + 0.5, color=color, ls="--", lw=1.2)
-                right = c.index > 0.6 * len(s.values)  # late changes: the label left of the line
-                ax.annotate(f"{c.change_pct:+.1f}% p={_p(c.p_value)}", (c.index + (0.4 if right else 0.6), 0.97),
-                            xycoords=("data", "axes fraction"), va="top", ha="right" if right else "left",
-                            fontsize=8, color=color)
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_title(short_name(s.benchmark), fontsize=9, loc="left")
-            ax.set_ylabel(s.unit, fontsize=8)
-            ax.set_xlim(0.5, max(len(s.values), 1) + 0.5)
-            ax.grid(alpha=0.3)
-        axes[-1, 0].set_xlabel(f"run ({series[0].runs[0].ordered_by if series[0].runs else 'order'} order)")
-        fig.suptitle(f"{metric} on {gpu}: segments (green: mean), change points (dashed: red regression, "
-                     f"purple improvement)", fontsize=9, y=0.995, va="top")
-        fig.tight_layout()
-        fig.subplots_adjust(top=1 - 0.4 / height)  # room for the title
-        path = outdir / f"history-{_slug(gpu)}-{metric}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        ordered = _plot_order(series)
+        pages = [ordered[i:i + PANELS_PER_FIGURE] for i in range(0, len(ordered), PANELS_PER_FIGURE)]
+        for number, page in enumerate(pages, 1):
+            height = 2.2 * len(page) + 0.7
+            fig, axes = plt.subplots(len(page), 1, figsize=(9, height), squeeze=False)
+            for ax, s in zip(axes[:, 0], page):
+                _draw_panel(ax, s, matplotlib.ticker)
+            axes[-1, 0].set_xlabel(f"run ({page[0].runs[0].ordered_by if page[0].runs else 'order'} order)")
+            of = f" (page {number} of {len(pages)})" if len(pages) > 1 else ""
+            fig.suptitle(f"{metric} on {gpu}{of}: segments (green: mean), change points (dashed: red regression, "
+                         f"purple improvement)", fontsize=9, y=0.995, va="top")
+            fig.tight_layout()
+            fig.subplots_adjust(top=1 - 0.4 / height)  # room for the title
+            path = outdir / (f"history-{_slug(gpu)}-{metric}" + (f"-p{number}" if number > 1 else "") + ".png")
+            fig.savefig(path, dpi=90)
+            plt.close(fig)
+            written.append(path)
     return written

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 from pytest_moeperf.metrics.stats import ci95_mean, cv
+from pytest_moeperf.measure.case_result import valid_windows
 
 METHOD = ("1-token rounds vs full rounds in energy windows of the same length; prefill = mean 1-token round "
           "energy / batch; decode/token = (full round - mean 1-token round) / ((n - 1) * batch) per full window")
@@ -54,5 +55,5 @@ def measure_split(runner, meter, windows: int, window_s: float) -> dict:
         w = meter.end_window(start, rounds=rounds)
         if w.energy_j > 0:
             per_round.append(w.energy_j / rounds)
-    full = [w.energy_j / w.rounds for w in runner._valid_windows()]
+    full = [w.energy_j / w.rounds for w in valid_windows(runner.windows)]
     return split_from_windows(per_round, full, runner.case.new_tokens, runner.case.batch_size)

@@ -21,15 +21,16 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from pytest_moeperf.metrics import derived
 from pytest_moeperf.model.cases import DECODING_PRESETS, Case
-from pytest_moeperf.measure.energy import MIN_WINDOW_S
-from pytest_moeperf.measure.gpu_state import GpuState
-from pytest_moeperf.measure.gpu_state import summarize as summarize_gpu_states
+from pytest_moeperf.device.energy import MIN_WINDOW_S
+from pytest_moeperf.device.gpu import Gpu, NoGpu
+from pytest_moeperf.device.gpu_state import GpuState
+from pytest_moeperf.measure.case_result import CaseResult, to_extra_info, valid_windows
 from pytest_moeperf.measure.host_gc import DEFAULT_POLICY, GcPolicy, GcWatch
-from pytest_moeperf.measure.round_gaps import summarize as summarize_round_gaps
+from pytest_moeperf.measure.outputs_check import (DEFAULT_STATIC_CACHE, OutputRecord, ReusedStaticCache, logits_path,
+                                                  save_first_step_logits)
 from pytest_moeperf.measure.token_clock import RoundTiming, _sync_fn, make_token_clock, token_clock_kind
-from pytest_moeperf.metrics.stats import ci95_mean, cv, median, percentile
+
 
 
 class TokenCountError(RuntimeError):
@@ -48,6 +49,7 @@ class MeasureSettings:
     paper_ttft_trials: int = 5
     seed: int = 0
     token_clock: str = "auto"  # auto (CUDA events on cuda, else sync) | event | sync
+    static_cache: str = DEFAULT_STATIC_CACHE  # --moeperf-static-cache: fresh (transformers' own) | reuse
 
 
 @dataclass
@@ -57,7 +59,7 @@ class CaseRunner:
     loaded: object  # LoadedModel
     case: Case
     settings: MeasureSettings
-    gpu: object | None = None  # energy.NvmlDevice, when NVML works
+    gpu: Gpu = field(default_factory=NoGpu)  # device.nvml.NvmlDevice when NVML works
     energy_meter: object | None = None  # energy.EnergyMeter, when the counter works
     energy_unavailable: str | None = None
     idle_power_w: float | None = None  # measured once per session, for the idle-subtracted figure
@@ -71,6 +73,7 @@ class CaseRunner:
     warmup_calls: int = 0  # discarded calls made by warm_up
     now: object = time.perf_counter  # the warm-up's clock (tests hand in their own)
     gc_watch: GcWatch = field(default_factory=GcWatch)
+    outputs: OutputRecord = field(default_factory=OutputRecord)
 
     @property
     def warmup_rounds(self) -> int:
@@ -104,21 +107,21 @@ class CaseRunner:
         if self.case.backend == "static":
             self.gen_kwargs["cache_implementation"] = "static"
             if not str(self.device).startswith("cuda"):
-                # transformers auto-compiles the decode step only on cuda/xpu/tpu
-                # (GenerationMixin._valid_auto_compile_criteria); elsewhere a static cache alone
-                # would run eager. Its CompileConfig flag _compile_all_devices opts the CPU in,
-                # so "static" means static cache + torch.compile on every device.
-                from transformers import CompileConfig
+                # transformers auto-compiles the decode step only on cuda/xpu/tpu; elsewhere a static
+                # cache alone would run eager: "static" means static cache + torch.compile everywhere
+                from pytest_moeperf.model.compat import compile_on_every_device
 
-                compile_config = CompileConfig()
-                compile_config._compile_all_devices = True
-                self.gen_kwargs["compile_config"] = compile_config
+                self.gen_kwargs["compile_config"] = compile_on_every_device()
+        self.reused_cache = None
+        if self.case.backend == "static" and self.settings.static_cache == "reuse":
+            self.gen_kwargs.pop("cache_implementation")
+            self.reused_cache = ReusedStaticCache(self.loaded.model, len(ctx.input_ids) + n - 1)  # as generate sizes it
         self._window_start = None
         self._window_rounds = 0
         self._window_tokens = 0
         self.pre_decode_allocated_bytes = None
         self.last_cache = None
-        self.throttle_mask = self.gpu.throttle_mask() if self.gpu is not None else None
+        self.throttle_mask = self.gpu.throttle_mask()
         self.gc_policy = GcPolicy(self.settings.gc)
 
     # --- one generate call -------------------------------------------------------------------
@@ -143,15 +146,13 @@ class CaseRunner:
                            throttled=throttled, power_capped=capped), out
 
     def _health(self):
-        if self.gpu is None:
-            return None
         try:
             return self.gpu.violation_ns()
         except Exception:
             return None
 
     def _health_delta(self, before) -> tuple[bool, bool]:
-        if self.gpu is None or before is None:
+        if before is None:
             return False, False
         try:
             after = self.gpu.violation_ns()
@@ -232,7 +233,8 @@ class CaseRunner:
             return
         self.gc_watch.round_ended()
         self.rounds_done.append(timing)
-        self.last_cache = getattr(out, "past_key_values", None)
+        self.outputs.add(out.sequences[:, self.input_ids.shape[1]:].tolist())  # after the closing sync
+        self.last_cache = self.reused_cache.cache if self.reused_cache else getattr(out, "past_key_values", None)
         self.gpu_states.append(GpuState.read(self.gpu))  # after the timed call, never inside it
         self.gc_policy.after_round()
         if self.energy_meter is not None:
@@ -278,6 +280,9 @@ class CaseRunner:
         """One generate call between device syncs: (start, end, output), perf_counter seconds."""
         import torch
 
+        if self.reused_cache is not None:
+            with torch.inference_mode():  # its tensors were made under inference mode
+                kwargs = {**kwargs, **self.reused_cache.kwargs()}
         self.sync()
         t0 = time.perf_counter()
         if clock is not None:
@@ -291,150 +296,73 @@ class CaseRunner:
         return t0, t1, out
 
     # --- results --------------------------------------------------------------------------
-    def extra_info(self, device_name: str, backend_label: str | None = None) -> dict:
+    def result(self, device_name: str, backend_label: str | None = None) -> CaseResult:
+        """What the case measured, read once after its rounds (the trailing short window is dropped)."""
         import torch
 
         from pytest_moeperf.measure.memory import cache_tensor_bytes, kv_cache_bytes, kv_layout, peak_rss_bytes
 
         self._window_start = None  # a trailing window shorter than energy_window_s is dropped
         self.release_host_gc()
-        rounds = self.rounds_done
         case, loaded = self.case, self.loaded
-        ttft = [r.ttft_ms for r in rounds]
-        tpot = [r.tpot_ms for r in rounds if r.tpot_ms is not None]
-        e2e = [r.e2e_ms for r in rounds]
-        itl = [g for r in rounds for g in r.itl_ms]
-        dec = [r.decode_tokens_per_s for r in rounds if r.decode_tokens_per_s is not None]
-        e2e_tps = [r.e2e_tokens_per_s for r in rounds]
-        itl_p50_per_round = [median(r.itl_ms) for r in rounds if r.itl_ms]
-
         on_cuda = self.device.startswith("cuda")
-        peak_alloc = int(torch.cuda.max_memory_allocated()) if on_cuda else None
-        peak_reserved = int(torch.cuda.max_memory_reserved()) if on_cuda else None
-        rss = peak_rss_bytes()
-        dtype_bytes = loaded.model.dtype.itemsize
         layout = kv_layout(loaded.model.config)
         cached_tokens = case.context_tokens + case.new_tokens - 1  # the last token is never fed back
         static_len = None
-        measured_cache = cache_tensor_bytes(self.last_cache) if self.last_cache is not None else None
         if case.backend == "static" and self.last_cache is not None:
             layers = getattr(self.last_cache, "layers", [])
             full = [lay for lay in layers if not getattr(lay, "is_sliding", False)]
             static_len = getattr(full[0], "max_cache_len", None) if full else None
-        kv_bytes = kv_cache_bytes(layout, cached_tokens, case.batch_size, dtype_bytes, static_len)
+        energy_reason = self.energy_unavailable
+        if self.energy_meter is not None and not valid_windows(self.windows):
+            energy_reason = (f"no energy window of >= {self.settings.energy_window_s} s closed "
+                             f"({len(self.rounds_done)} rounds); raise --moeperf-rounds")
+        return CaseResult(
+            model=loaded.name, architecture=loaded.architecture, weights=loaded.weights,
+            checkpoint=loaded.checkpoint, dtype=loaded.dtype, backend=backend_label or case.backend,
+            experts=loaded.experts, device_name=device_name, context_tokens=len(self.context.input_ids),
+            context_overhead_tokens=self.context.overhead_tokens, context_mode=case.context_mode,
+            batch_size=case.batch_size, decoding=case.decoding, params_total=loaded.params.total,
+            params_active=loaded.params.active, weights_bytes=loaded.weights_bytes,
+            rounds=tuple(self.rounds_done), warmup_rounds=self.warmup_rounds, warmup_s=self.settings.warmup_s,
+            warmup_calls=self.warmup_calls, gpu_states=tuple(self.gpu_states),
+            host_gc=self.gc_watch.summary(self.gc_policy.name), token_clock=self.clock.kind,
+            first_call_s=self.first_call_s,
+            peak_allocated_bytes=int(torch.cuda.max_memory_allocated()) if on_cuda else None,
+            peak_reserved_bytes=int(torch.cuda.max_memory_reserved()) if on_cuda else None,
+            peak_rss_bytes=peak_rss_bytes(), pre_decode_allocated_bytes=self.pre_decode_allocated_bytes,
+            kv_cache_bytes=kv_cache_bytes(layout, cached_tokens, case.batch_size, loaded.model.dtype.itemsize,
+                                          static_len),
+            kv_cache_measured_bytes=cache_tensor_bytes(self.last_cache) if self.last_cache is not None else None,
+            kv_cache_layout={"full_layers": layout.layers_full, "sliding_layers": layout.layers_sliding,
+                             "sliding_window": layout.sliding_window, "cached_tokens": cached_tokens,
+                             "static_max_cache_len": static_len},
+            windows=tuple(valid_windows(self.windows)), energy_unavailable=energy_reason,
+            idle_power_w=self.idle_power_w,
+            static_cache=self.settings.static_cache if case.backend == "static" else None,
+            output=self.outputs.summary())
 
-        energy = self._energy_summary()
-        ttft_med = median(ttft)
-        dec_med = median(dec)
-        info = {
-            "model": loaded.name,
-            "architecture": loaded.preset.architecture,
-            "weights": loaded.weights,
-            "checkpoint": loaded.checkpoint,
-            "dtype": loaded.dtype,
-            "backend": backend_label or case.backend,
-            "experts": loaded.experts,
-            "device_name": device_name,
-            "context_tokens": len(self.context.input_ids),
-            "context_overhead_tokens": self.context.overhead_tokens,
-            "context_mode": case.context_mode,
-            "new_tokens": rounds[0].new_tokens if rounds else None,
-            "batch_size": case.batch_size,
-            "decoding": case.decoding,
-            "params_total": loaded.params.total,
-            "params_active": loaded.params.active,
-            "rounds": len(rounds),
-            "warmup_rounds": self.warmup_rounds,
-            "warmup_s": self.settings.warmup_s,
-            "warmup_calls": self.warmup_calls,
-            "gpu_state": summarize_gpu_states(self.gpu_states),
-            "host_gc": self.gc_watch.summary(self.gc_policy.name),
-            "round_gaps": summarize_round_gaps(rounds),
-            "percentile_method": "numpy linear (type 7)",
-            "token_clock": self.clock.kind,
-            "first_call_s": self.first_call_s,
-            "ttft_ms": ttft_med,
-            "ttft_ms_p95": percentile(ttft, 95),
-            "tpot_ms": median(tpot),
-            "itl_ms_p50": percentile(itl, 50),
-            "itl_ms_p95": percentile(itl, 95),
-            "decode_tokens_per_s": dec_med,
-            "e2e_ms_p50": median(e2e),
-            "e2e_ms_p95": percentile(e2e, 95),
-            "e2e_tokens_per_s": median(e2e_tps),
-            "e2e_ms_cv": cv(e2e),
-            "weights_bytes": loaded.weights_bytes,
-            "peak_allocated_bytes": peak_alloc,
-            "peak_reserved_bytes": peak_reserved,
-            "peak_rss_bytes": rss,
-            "pre_decode_allocated_bytes": self.pre_decode_allocated_bytes,
-            "kv_cache_bytes": kv_bytes,
-            "kv_cache_measured_bytes": measured_cache,
-            "kv_cache_layout": {"full_layers": layout.layers_full, "sliding_layers": layout.layers_sliding,
-                                "sliding_window": layout.sliding_window, "cached_tokens": cached_tokens,
-                                "static_max_cache_len": static_len},
-            **energy,
-            **derived.efficiency({"params_active": loaded.params.active, "decode_tokens_per_s": dec_med,
-                                  "ttft_ms": ttft_med, "tokens_per_j": energy["tokens_per_j"],
-                                  "peak_allocated_bytes": peak_alloc, "peak_rss_bytes": rss}),
-            "throttled_rounds": sum(r.throttled for r in rounds),
-            "power_capped_rounds": sum(r.power_capped for r in rounds),
-            # the paper's own definitions, under names that say so
-            "paper_e2e_tokens_per_s": median(e2e_tps),
-            "paper_kv_estimate_bytes": derived.paper_kv_estimate_bytes(peak_alloc, self.pre_decode_allocated_bytes),
-            "paper_peak_vram_mib": derived.paper_peak_vram_mib(peak_alloc),
-            "samples": {
-                "ttft_ms": ttft, "tpot_ms": tpot, "e2e_ms": e2e, "decode_tokens_per_s": dec,
-                "e2e_tokens_per_s": e2e_tps, "itl_ms_p50": itl_p50_per_round,
-                **self._window_samples(),
-                "throttled": [r.throttled for r in rounds],
-            },
-        }
+    def extra_info(self, device_name: str, backend_label: str | None = None) -> dict:
+        """The case's pytest-benchmark extra_info: :func:`case_result.to_extra_info` of :meth:`result`."""
+        info = to_extra_info(self.result(device_name, backend_label))
+        saved = self._save_logits_if_asked()  # after the peaks are read: its call allocates too
+        if saved and info["output"] is not None:
+            info["output"]["logits_file"] = saved
         return info
+
+    def _save_logits_if_asked(self) -> str | None:
+        """The first decode step's logits, for the A/B command's same-weights check (greedy cases only);
+        returns the file's name when one was written."""
+        path = logits_path(self.case.case_id)
+        if path is None or self.gen_kwargs.get("do_sample"):
+            return None
+        kwargs = dict(self.gen_kwargs, max_new_tokens=2, min_new_tokens=2, output_logits=True)
+        kwargs.pop("stopping_criteria")
+        _, _, out = self._timed_generate(kwargs)
+        save_first_step_logits(out, path)
+        return path.name
 
     @property
     def energy_windows_kept(self) -> int:
         """Energy windows closed so far that the figures will use."""
-        return len(self._valid_windows())
-
-    def _valid_windows(self) -> list:
-        """Windows the energy figures use: with rounds, tokens and a positive counter delta."""
-        return [w for w in self.windows if w.rounds and w.tokens and w.energy_j > 0]
-
-    def _window_samples(self) -> dict[str, list[float]]:
-        """The per-window energy figures (the samples the gate tests and the medians reported)."""
-        ws = self._valid_windows()
-        return {"energy_j": [derived.energy_per_round_j(w.energy_j, w.rounds) for w in ws],
-                "tokens_per_j": [derived.tokens_per_j(w.tokens, w.energy_j) for w in ws],
-                "j_per_1k_tokens": [derived.j_per_1k_tokens(w.tokens, w.energy_j) for w in ws]}
-
-    def _energy_summary(self) -> dict:
-        ws = self._valid_windows()
-        reason = self.energy_unavailable
-        if self.energy_meter is not None and len(ws) < 1:
-            reason = (f"no energy window of >= {self.settings.energy_window_s} s closed "
-                      f"({len(self.rounds_done)} rounds); raise --moeperf-rounds")
-        if reason is not None or not ws:
-            return {"energy_j": None, "tokens_per_j": None, "j_per_1k_tokens": None,
-                    "energy_unavailable": reason or "no energy meter", "energy_windows": 0,
-                    "energy_window_s": None, "energy_j_cv": None, "energy_j_ci95": None, "avg_power_w": None,
-                    "idle_power_w": self.idle_power_w, "energy_idle_subtracted_j": None}
-        samples = self._window_samples()
-        per_round = samples["energy_j"]
-        return {
-            "energy_j": median(per_round),
-            "tokens_per_j": median(samples["tokens_per_j"]),
-            "j_per_1k_tokens": median(samples["j_per_1k_tokens"]),
-            "energy_unavailable": None,
-            "energy_windows": len(ws),
-            "energy_window_s": [round(w.duration_s, 3) for w in ws],
-            "energy_j_cv": cv(per_round),
-            "energy_j_ci95": ci95_mean(per_round),
-            "avg_power_w": median([w.power_w for w in ws]),
-            "idle_power_w": self.idle_power_w,
-            # gross minus idle board power over the same time: reported under its own name only
-            "energy_idle_subtracted_j": median([(w.energy_j - self.idle_power_w * w.duration_s) / w.rounds
-                                                for w in ws]) if self.idle_power_w is not None else None,
-            "energy_method": "NVML total-energy counter over windows of consecutive rounds; gross board energy",
-        }
-
+        return len(valid_windows(self.windows))

@@ -1,15 +1,13 @@
 """Roofline fraction of decode: bytes a decode step must read over the device's bandwidth.
 
 One decode step of batch b reads the active weights once (MoE: the experts the b tokens
-route to, at least k per layer; counted here as k per token up to E, an upper bound for
-b > 1 that is exact for b = 1) plus the whole KV cache. At the measured copy bandwidth
+route to, E(1 - (1 - k/E)^b) per layer expected under uniform independent routing, exact
+k at b = 1; metrics/step_model.py) plus the whole KV cache. At the measured copy bandwidth
 that read takes ``bytes / bandwidth``; the fraction is that floor over the measured
 ms/token: 1.0 would be a decode at the memory-bandwidth roof.
 """
 
 from __future__ import annotations
-
-from pytest_moeperf.metrics.derived import decode_step_bytes, roofline_fraction  # noqa: F401  (the formulas live in derived.py)
 
 
 def measure_copy_bandwidth(size_bytes: int = 2 << 30, repeats: int = 20) -> float | None:

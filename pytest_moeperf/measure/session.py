@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from pytest_moeperf.device.gpu import Gpu, NoGpu
 from pytest_moeperf.model.cases import Case
 from pytest_moeperf.measure.measure import CaseRunner, MeasureSettings
 from pytest_moeperf.measure.run_options import GPU_KINDS, RunOptions
@@ -29,7 +30,7 @@ def _first_line(exc: BaseException) -> str:
 
 def check_gpu_kind(kind: str) -> str:
     """Stop unless the visible GPU is of the kind asked for; returns NVML's device name."""
-    from pytest_moeperf.measure.energy import NvmlDevice
+    from pytest_moeperf.device.nvml import NvmlDevice
 
     try:
         name = NvmlDevice().identity()["name"] or "unknown"
@@ -48,7 +49,7 @@ class MoeperfSession:
     options: RunOptions
     log: ResultsLog | None = None
     _loaded: object = None
-    _gpu: object = None
+    _gpu: Gpu = field(default_factory=NoGpu)  # NoGpu until a GPU is found (gpu())
     _gpu_checked: bool = False
     energy_unavailable: str | None = None
     idle_power_w: float | None = None
@@ -68,16 +69,16 @@ class MoeperfSession:
         return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
     def gpu(self):
-        """NVML view of the GPU (None on CPU or where NVML fails; the reason is kept)."""
+        """NVML view of the GPU; NoGpu on the CPU or where NVML fails (the reason is kept)."""
         if not self._gpu_checked:
             self._gpu_checked = True
             if self.options.device != "cuda":
-                self.energy_unavailable = "no GPU: device is the CPU (NVML energy applies to NVIDIA GPUs)"
+                self.energy_unavailable = NoGpu().reason
             else:
-                from pytest_moeperf.measure.energy import EnergyMeter
+                from pytest_moeperf.device.energy import EnergyMeter
 
                 try:
-                    from pytest_moeperf.measure.gpu import cuda0_device
+                    from pytest_moeperf.device.gpu import cuda0_device
 
                     self._gpu = cuda0_device()
                     self._meter = EnergyMeter(self._gpu)
@@ -103,7 +104,7 @@ class MoeperfSession:
 
     def gpu_identity(self) -> dict | None:
         gpu = self.gpu()
-        if gpu is None:
+        if isinstance(gpu, NoGpu):
             return None
         ident = gpu.identity()
         ident["idle_power_w"] = self.idle_power_w
@@ -140,7 +141,8 @@ class MoeperfSession:
         o = self.options
         return MeasureSettings(rounds=o.rounds, warmup_rounds=o.warmup_rounds, warmup_s=o.warmup_s, gc=o.gc,
                                energy_window_s=o.energy_window_s,
-                               energy_windows=o.energy_windows, seed=o.seed, token_clock=o.token_clock)
+                               energy_windows=o.energy_windows, seed=o.seed, token_clock=o.token_clock,
+                               static_cache=o.static_cache)
 
     def measure_case(self, case: Case, run_rounds) -> dict:
         """Measure ``case``; ``run_rounds(target, rounds, warmup_rounds)`` drives the rounds.
@@ -159,49 +161,12 @@ class MoeperfSession:
         try:
             gpu = self.gpu()  # first: idle power is read before any model occupies the GPU
             loaded = self.model(case.model, case.dtype, case.experts)
-            others = gpu.other_processes() if gpu is not None else []
+            others = gpu.other_processes()
             runner = CaseRunner(loaded, case, self.settings(), gpu=gpu, energy_meter=self.energy_meter,
                                 energy_unavailable=self.energy_unavailable, idle_power_w=self.idle_power_w)
-            progress = self.progress
-            progress.priming(case.case_id, backend=case.backend)
-            runner.prime()
-            progress.primed(case.case_id, first_call_s=runner.first_call_s, second_call_s=runner.second_call_s)
-            runner.warm_up()
-            rounds = runner.plan_rounds()
-            per_round = min(t for t in (runner.first_call_s, runner.second_call_s) if t is not None)
-            progress.rounds_started(case.case_id, rounds=rounds, warmup_rounds=runner.warmup_rounds,
-                                    energy_windows=self.options.energy_windows if self.energy_meter else None,
-                                    estimate_s=per_round * (rounds + runner.warmup_rounds))
-            t_rounds = time.perf_counter()
-            run_rounds(runner.round, rounds, runner.warmup_rounds)
-            progress.rounds_finished(case.case_id, rounds=len(runner.rounds_done),
-                                     energy_windows=runner.energy_windows_kept,
-                                     elapsed_s=time.perf_counter() - t_rounds)
-            if gpu is not None:
-                others = others + [p for p in gpu.other_processes() if p not in others]
-            info = runner.extra_info(self.device_name)
-            # the paper's 1-token TTFT; not on the static backend, where a different generate
-            # length means a different static cache shape and a recompile
-            info["paper_ttft_ms"] = _median(runner.paper_ttft()) if case.backend == "eager" else None
-            if self.options.energy_split:
-                from pytest_moeperf.measure.energy_split import measure_split
-
-                try:
-                    info["energy_split"] = measure_split(runner, self.energy_meter, self.options.energy_windows,
-                                                         self.options.energy_window_s)
-                except Exception as exc:  # the split is extra: it never costs the case
-                    info["energy_split"] = {"unavailable": _first_line(exc)}
-            info.update(self._roofline(loaded, info))
-            info["second_call_s"] = runner.second_call_s
-            info["compile_cache"] = self.options.compile_cache if case.backend == "static" else None
-            if self.options.routing and loaded.preset.architecture == "moe":
-                from pytest_moeperf.model.routing import routing_stats
-
-                info["routing"] = routing_stats(loaded.model, runner.input_ids)
-            info["gpu_uuid"] = gpu.identity().get("uuid") if gpu is not None else None
-            info["other_gpu_processes"] = others
-            info["contaminated"] = bool(others)
-            return info
+            self._drive_rounds(case, runner, run_rounds)
+            others = others + [p for p in gpu.other_processes() if p not in others]
+            return self._case_info(case, runner, loaded, gpu, others)
         except torch.OutOfMemoryError as exc:
             # torch's own first line already says "CUDA out of memory. Tried to allocate N GiB."
             asked = (str(exc).strip().splitlines() or ["CUDA out of memory"])[0]
@@ -218,6 +183,50 @@ class MoeperfSession:
         runner = None
         self._free_after_failure()
         raise CaseFailed(error)
+
+    def _drive_rounds(self, case: Case, runner: CaseRunner, run_rounds) -> None:
+        """Prime, warm up, plan and run the case's rounds, with their progress lines."""
+        progress = self.progress
+        progress.priming(case.case_id, backend=case.backend)
+        runner.prime()
+        progress.primed(case.case_id, first_call_s=runner.first_call_s, second_call_s=runner.second_call_s)
+        runner.warm_up()
+        rounds = runner.plan_rounds()
+        per_round = min(t for t in (runner.first_call_s, runner.second_call_s) if t is not None)
+        progress.rounds_started(case.case_id, rounds=rounds, warmup_rounds=runner.warmup_rounds,
+                                energy_windows=self.options.energy_windows if self.energy_meter else None,
+                                estimate_s=per_round * (rounds + runner.warmup_rounds))
+        t_rounds = time.perf_counter()
+        run_rounds(runner.round, rounds, runner.warmup_rounds)
+        progress.rounds_finished(case.case_id, rounds=len(runner.rounds_done),
+                                 energy_windows=runner.energy_windows_kept,
+                                 elapsed_s=time.perf_counter() - t_rounds)
+
+    def _case_info(self, case: Case, runner: CaseRunner, loaded, gpu, others: list) -> dict:
+        """The case's extra_info after its rounds: the runner's, then the extra measurements."""
+        info = runner.extra_info(self.device_name)
+        # the paper's 1-token TTFT; not on the static backend, where a different generate
+        # length means a different static cache shape and a recompile
+        info["paper_ttft_ms"] = _median(runner.paper_ttft()) if case.backend == "eager" else None
+        if self.options.energy_split:
+            from pytest_moeperf.measure.energy_split import measure_split
+
+            try:
+                info["energy_split"] = measure_split(runner, self.energy_meter, self.options.energy_windows,
+                                                     self.options.energy_window_s)
+            except Exception as exc:  # the split is extra: it never costs the case
+                info["energy_split"] = {"unavailable": _first_line(exc)}
+        info.update(self._roofline(loaded, info))
+        info["second_call_s"] = runner.second_call_s
+        info["compile_cache"] = self.options.compile_cache if case.backend == "static" else None
+        if self.options.routing and loaded.architecture == "moe":
+            from pytest_moeperf.model.routing import routing_stats
+
+            info["routing"] = routing_stats(loaded.model, runner.input_ids)
+        info["gpu_uuid"] = gpu.identity().get("uuid")
+        info["other_gpu_processes"] = others
+        info["contaminated"] = bool(others)
+        return info
 
     def bandwidth(self) -> float | None:
         """Device-to-device copy bandwidth, measured once per session (CUDA only)."""

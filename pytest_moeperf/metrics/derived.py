@@ -1,4 +1,5 @@
-"""Every figure derived from measured ones, once: pure functions, no imports beyond the standard library.
+"""Every figure derived from measured ones, once: pure functions, no imports beyond the standard library
+and the metrics layer's own step_model.py (the per-step bytes model).
 
 The single-GPU measurement (measure.py), the tensor-parallel path (multigpu.tp_extra_info), the
 terminal summary and the report all call these, so a formula changed here changes everywhere.
@@ -7,6 +8,8 @@ The definitions are schema.METRICS' ``definition`` texts; docs/metrics.md explai
 """
 
 from __future__ import annotations
+
+from pytest_moeperf.metrics.step_model import expected_distinct_experts
 
 GB = 1e9  # decimal, as every "per GB" figure of the suite (and the paper's GB)
 MIB = 2**20
@@ -77,9 +80,9 @@ def decode_step_bytes(params_active: int, input_embedding_params: int, dtype_byt
     """Bytes one decode step reads: active weights (+ one embedding row, negligible) and the KV cache."""
     weights = params_active
     if batch_size > 1 and n_experts and top_k and moe_inactive_params:
-        # b tokens may route to up to min(E, b*k) distinct experts per layer
+        # b tokens route to E(1 - (1 - k/E)^b) distinct experts per layer, expected (step_model.py's formula)
         per_expert_total = moe_inactive_params / (n_experts - top_k)
-        extra_experts = min(n_experts, batch_size * top_k) - top_k
+        extra_experts = expected_distinct_experts(n_experts, top_k, batch_size) - top_k
         weights += int(per_expert_total * extra_experts)
     return int(weights * dtype_bytes + kv_cache_bytes)
 

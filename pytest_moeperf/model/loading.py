@@ -46,6 +46,27 @@ class LoadedModel:
     def name(self) -> str:
         return self.preset.name
 
+    @property
+    def architecture(self) -> str:
+        """moe or dense, from the loaded model's own config: a checkpoint given for a preset's name
+        (--moeperf-weights tiny-dense=<a MoE checkpoint>) is labelled by what it is."""
+        return architecture_of(getattr(self.model, "config", None), self.preset.architecture)
+
+
+# the config fields in which transformers' MoE models count their routed experts
+# (gpt-oss / Mixtral: num_local_experts; Qwen3-MoE: num_experts; DeepSeek: n_routed_experts)
+EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts")
+
+
+def architecture_of(config, default: str) -> str:
+    """moe when the config routes over more than one expert, dense when it names none; ``default``
+    for a config that cannot be read."""
+    if config is None:
+        return default
+    counts = [getattr(config, f, None) for f in EXPERT_COUNT_FIELDS]
+    counts = [c for c in counts if isinstance(c, int) and not isinstance(c, bool)]
+    return "moe" if any(c > 1 for c in counts) else "dense"
+
 
 def _device_bytes(device: str) -> int:
     import torch

@@ -70,7 +70,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             note="openai/gpt-oss-20b architecture",
             num_hidden_layers=24, num_local_experts=32, **_GPT_OSS_SHARED),
     # openai/gpt-oss-120b config.json: as 20b with 36 layers and 128 experts (top-4); > 1 GPU in bf16:
-    # its experts are split over the GPUs by multigpu.py (docs/multigpu.md)
+    # its experts are split over the GPUs by parallel/tensor_parallel.py (docs/multigpu.md)
     _preset("gpt-oss-120b", "gpt-oss", "moe", "GptOssConfig",
             note="openai/gpt-oss-120b architecture (expert parallel over GPUs: pytest_moeperf.parallel.tensor_parallel)",
             num_hidden_layers=36, num_local_experts=128, **_GPT_OSS_SHARED),

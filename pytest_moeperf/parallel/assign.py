@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 
 
 
-XDIST_KEY = "_moeperf_xdist"
 GROUP_PREFIX = "moeperf-"
 
 
@@ -157,7 +156,7 @@ def merge_worker_records(worker_records: dict[str, list[dict]], machine_info: di
     Every benchmark keeps its ``extra_info["gpu"]`` (worker, index, uuid, name; added here from the
     worker's session record when missing); ``machine_info["gpus"]`` lists each worker's GPU and
     ``machine_info["gpu"]`` is the first one, so the gate's GPU check works as for one GPU.
-    Newest record of a benchmark wins (as results_log.to_benchmark_document).
+    Newest record of a benchmark wins (as log_document.to_benchmark_document).
     """
     benchmarks: dict[str, dict] = {}
     failed: list[dict] = []

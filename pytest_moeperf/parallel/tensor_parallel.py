@@ -181,6 +181,58 @@ def load_tp_model(name: str, dtype: str, checkpoint: str | None, tp_size: int, d
                        experts=None)
 
 
+def _rank_energy(device: str, local_rank: int):
+    """(energy meter, GPU UUID, GPU name, why energy is not measured) of this rank's GPU."""
+    if device != "cuda":
+        return None, None, None, "no GPU: device is the CPU"
+    import torch
+
+    from pytest_moeperf.device.energy import EnergyMeter
+    from pytest_moeperf.device.nvml import NvmlDevice
+
+    props = torch.cuda.get_device_properties(local_rank)
+    nv_uuid = f"GPU-{props.uuid}" if getattr(props, "uuid", None) else None
+    try:
+        gpu = NvmlDevice(uuid=nv_uuid) if nv_uuid else NvmlDevice()
+        return EnergyMeter(gpu), nv_uuid, gpu.identity().get("name"), None
+    except Exception as exc:
+        return None, nv_uuid, None, f"{type(exc).__name__}: {exc}"
+
+
+def _lockstep_rounds(runner, rounds: int, meter, device: str):
+    """Every rank's measured rounds after one barrier: (round durations in s, energy window or None)."""
+    import torch
+    import torch.distributed as dist
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    dist.barrier()
+    start = meter.begin_window() if meter is not None else None
+    durations = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        runner.round()
+        durations.append(time.perf_counter() - t0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return durations, (meter.end_window(start) if meter is not None else None)
+
+
+def _write_document(path: str, benchmarks: list, world: int, nv_name: str | None, nv_uuid: str | None) -> None:
+    """Rank 0's pytest-benchmark document of the TP run."""
+    import torch
+
+    from pytest_moeperf import __version__
+
+    mi = {"moeperf_version": __version__, "torch_version": torch.__version__, "tp_size": world,
+          "gpu": {"name": nv_name, "uuid": nv_uuid} if nv_name else None,
+          "transformers_version": sys.modules["transformers"].__version__}
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(rank0_document(benchmarks, mi), fh, indent=2, default=str)
+    print(f"wrote {path}", flush=True)
+
+
 def main(argv=None) -> int:
     """torchrun entry: every rank runs the same rounds (TP collectives need them in lockstep)."""
     import torch
@@ -197,19 +249,7 @@ def main(argv=None) -> int:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    meter = nv_uuid = nv_name = None
-    energy_unavailable = None if device == "cuda" else "no GPU: device is the CPU"
-    if device == "cuda":
-        from pytest_moeperf.measure.energy import EnergyMeter, NvmlDevice
-
-        props = torch.cuda.get_device_properties(local_rank)
-        nv_uuid = f"GPU-{props.uuid}" if getattr(props, "uuid", None) else None
-        try:
-            gpu = NvmlDevice(uuid=nv_uuid) if nv_uuid else NvmlDevice()
-            meter = EnergyMeter(gpu)
-            nv_name = gpu.identity().get("name")
-        except Exception as exc:
-            energy_unavailable = f"{type(exc).__name__}: {exc}"
+    meter, nv_uuid, nv_name, energy_unavailable = _rank_energy(device, local_rank)
     loaded = load_tp_model(args.model, args.dtype, args.weights, world, device, args.seed)
     # which of transformers' plans sharded the model: "expert" (MoE experts split across ranks,
     # attention replicated) or "tensor" (the model's base_model_tp_plan)
@@ -220,19 +260,7 @@ def main(argv=None) -> int:
         runner = CaseRunner(loaded, case, MeasureSettings(rounds=args.rounds, warmup_rounds=0, seed=args.seed),
                             energy_unavailable=energy_unavailable or "summed over GPUs below")
         runner.prime()
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            torch.cuda.synchronize()
-        dist.barrier()
-        start = meter.begin_window() if meter is not None else None
-        durations = []
-        for _ in range(args.rounds):
-            t0 = time.perf_counter()
-            runner.round()
-            durations.append(time.perf_counter() - t0)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        window = meter.end_window(start) if meter is not None else None
+        durations, window = _lockstep_rounds(runner, args.rounds, meter, device)
         info = runner.extra_info(f"{nv_name or device} x{world} (TP)")
         info["parallel_plan"] = plan
         mine = {"rank": rank, "local_rank": local_rank, "uuid": nv_uuid, "name": nv_name,
@@ -251,14 +279,7 @@ def main(argv=None) -> int:
             print(f"{benchmarks[-1]['name']}: tpot_ms={extra['tpot_ms']:.3f} peak_allocated_bytes(sum)="
                   f"{extra['peak_allocated_bytes']} energy_j={extra['energy_j']}", flush=True)
     if rank == 0:
-        from pytest_moeperf import __version__
-
-        mi = {"moeperf_version": __version__, "torch_version": torch.__version__, "tp_size": world,
-              "gpu": {"name": nv_name, "uuid": nv_uuid} if nv_name else None,
-              "transformers_version": sys.modules["transformers"].__version__}
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rank0_document(benchmarks, mi), fh, indent=2, default=str)
-        print(f"wrote {args.json}", flush=True)
+        _write_document(args.json, benchmarks, world, nv_name, nv_uuid)
     dist.barrier()
     dist.destroy_process_group()
     return 0

@@ -1,16 +1,17 @@
 """Several GPUs: one pytest-xdist worker per GPU, and tensor parallelism under torchrun.
 
 1. pytest-xdist (``pytest benchmarks/ -n 4 --dist loadgroup``). This module is a pytest plugin
-   (plugin.py loads it through ``pytest_plugins``). The controller finds the GPUs (NVML, else
-   ``torch.cuda.device_count()``, or ``--moeperf-gpus 0,1,...``), gives worker ``gwN`` GPU N
-   (``CUDA_VISIBLE_DEVICES`` set in the worker before torch touches CUDA, PCI bus order so CUDA's
-   index is NVML's) and its own results log ``<results>.gwN.jsonl``. Under xdist pytest-benchmark
-   disables itself; the worker then runs the rounds here (``perf_counter`` around each call, the
-   same ``Stats`` class pytest-benchmark uses) and hands the fixture a ``Metadata`` object, so the
-   plugin logs the case as usual. At the end the controller merges the workers' logs into one
-   pytest-benchmark JSON document (``--benchmark-json`` / ``--moeperf-merged-json``) with
-   ``extra_info["gpu"]`` (worker, index, uuid, name) per benchmark and every GPU in
-   ``machine_info["gpus"]``; the gate and the report read it like any run.
+   (plugin.py loads it through ``pytest_plugins``) and holds only its hooks; the controller and the
+   worker's rounds live in xdist_run.py, imported only when pytest-xdist runs workers. The controller
+   finds the GPUs (NVML, else ``torch.cuda.device_count()``, or ``--moeperf-gpus 0,1,...``), gives
+   worker ``gwN`` GPU N (``CUDA_VISIBLE_DEVICES`` set in the worker before torch touches CUDA, PCI bus
+   order so CUDA's index is NVML's) and its own results log ``<results>.gwN.jsonl``. Under xdist
+   pytest-benchmark disables itself; the worker then runs the rounds (xdist_run.worker_pedantic:
+   ``perf_counter`` around each call, the same ``Stats`` class pytest-benchmark uses) and hands the
+   fixture a ``Metadata`` object, so the plugin logs the case as usual. At the end the controller
+   merges the workers' logs into one pytest-benchmark JSON document (``--benchmark-json`` /
+   ``--moeperf-merged-json``) with ``extra_info["gpu"]`` (worker, index, uuid, name) per benchmark and
+   every GPU in ``machine_info["gpus"]``; the gate and the report read it like any run.
 
 2. Tensor parallelism (``python -m torch.distributed.run --nproc-per-node N -m pytest_moeperf.parallel.tensor_parallel
    --model gpt-oss-120b``): one model sharded over N GPUs with transformers' TP plan; per-GPU
@@ -23,12 +24,10 @@ Nothing here imports torch, transformers or pynvml at import time.
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
-from pytest_moeperf.measure.gpu import normalize_uuid
-from pytest_moeperf.parallel.assign import GROUP_PREFIX, XDIST_KEY, assign_gpu, check_worker_count, merge_worker_records, merged_default_path, parse_gpu_list, read_records, select_gpus, worker_log_path
+XDIST_KEY = "_moeperf_xdist"  # the controller's attribute on the config
 
 
 # =============================================================================================
@@ -49,111 +48,7 @@ def _is_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def discover_gpus(config) -> list[dict]:
-    """The controller's GPU list; nothing here initialises CUDA in a worker."""
-    if str(config.getoption("moeperf_gpu", None) or "auto").lower() == "cpu":
-        return []
-    requested = parse_gpu_list(config.getoption("moeperf_gpus", None))
-    from pytest_moeperf.measure.gpu import list_gpus
-
-    nvml = list_gpus()
-    if nvml is None and requested is None:
-        try:  # no NVML: torch's count (the controller never runs a case, so initialising CUDA here is harmless)
-            import torch
-
-            count = torch.cuda.device_count()
-        except Exception:
-            count = 0
-        return [{"index": i, "uuid": None, "name": None} for i in range(count)]
-    return select_gpus(nvml, requested, os.environ.get("CUDA_VISIBLE_DEVICES"))
-
-
-class XdistController:
-    """Controller-side state: the GPUs, which worker holds which, and where each worker logs."""
-
-    def __init__(self, config, gpus: list[dict]):
-        self.config = config
-        self.gpus = gpus
-        self.held: dict[str, int] = {}  # worker id -> NVML index
-        self.logs: dict[str, tuple[str, int]] = {}  # worker id -> (log path, byte offset at start)
-        from pytest_moeperf.plugin.options import DEFAULT_RESULTS_PATH
-
-        results = config.getoption("moeperf_results", None) or DEFAULT_RESULTS_PATH
-        self.results = os.path.abspath(results)
-        self.merged_path: str | None = None
-        self.doc: dict | None = None
-        self.notes: list[str] = []
-
-    def configure_node(self, workerinput: dict) -> None:
-        wid = workerinput["workerid"]
-        gpu = assign_gpu(wid, self.gpus, set(self.held.values()))
-        if gpu is not None:
-            self.held[wid] = gpu["index"]
-        path = worker_log_path(self.results, wid)
-        offset = os.path.getsize(path) if os.path.exists(path) else 0
-        self.logs[wid] = (path, offset)
-        workerinput["moeperf_gpu"] = gpu
-        workerinput["moeperf_results"] = path
-
-    def node_down(self, wid: str) -> None:
-        self.held.pop(wid, None)
-
-    def merge(self) -> dict:
-        """The workers' cases as one pytest-benchmark document, built by pytest-benchmark's own hooks."""
-        from pytest_moeperf.plugin import bench_api
-
-        records = {wid: read_records(path, offset) for wid, (path, offset) in self.logs.items()}
-        machine_info, commit_info = {}, {}
-        if hasattr(self.config.hook, "pytest_benchmark_generate_json") and any(
-                r.get("type") == "case" for recs in records.values() for r in recs):
-            try:
-                machine_info = bench_api.machine_info(self.config)
-                commit_info = bench_api.commit_info(self.config)
-            except Exception as exc:  # machine/commit info is descriptive: never lose the merge for it
-                self.notes.append(f"machine/commit info incomplete: {exc}")
-        merged = merge_worker_records(records, machine_info, commit_info)
-        merged["machine_info"]["moeperf_worker_logs"] = {wid: path for wid, (path, _) in self.logs.items()}
-        doc = merged
-        if hasattr(self.config.hook, "pytest_benchmark_generate_json"):
-            doc = bench_api.document(self.config, merged["benchmarks"], merged["machine_info"], commit_info)
-            doc["moeperf_failed"] = merged["moeperf_failed"]
-        self.doc = doc
-        return doc
-
-    def write(self, doc: dict) -> list[str]:
-        """To --moeperf-merged-json and/or --benchmark-json (else <results>.merged.json), and to
-        pytest-benchmark's storage with --benchmark-save/--benchmark-autosave."""
-        from pytest_benchmark.utils import safe_dumps
-
-        from pytest_moeperf.plugin import bench_api
-
-        written = []
-        text = safe_dumps(doc, ensure_ascii=True, indent=4)
-        own = self.config.getoption("moeperf_merged_json", None)
-        if own:
-            os.makedirs(os.path.dirname(os.path.abspath(own)), exist_ok=True)
-            with open(own, "w", encoding="utf-8") as out:
-                out.write(text)
-            written.append(own)
-        path = bench_api.write_json_option(self.config, text)
-        if path is not None:
-            written.append(path)
-        if not written:
-            path = merged_default_path(self.results)
-            with open(path, "w", encoding="utf-8") as out:
-                out.write(text)
-            written.append(path)
-        save = bench_api.save_name(self.config)
-        storage = bench_api.benchmark_storage(self.config) if save else None
-        if storage is not None and doc["benchmarks"]:
-            stored = bench_api.document(self.config, doc["benchmarks"], doc["machine_info"], doc.get("commit_info", {}),
-                                        include_data=bool(self.config.getoption("benchmark_save_data", False)))
-            storage.save(stored, save)
-            written.append(f"{storage} (--benchmark-save)")
-        return written
-
-
-def _controller(config) -> XdistController | None:
+def _controller(config):  # -> xdist_run.XdistController | None
     return getattr(config, XDIST_KEY, None)
 
 
@@ -171,6 +66,9 @@ def pytest_cmdline_main(config):
     tx = config.getoption("tx", None) or []
     if not (config.getoption("numprocesses", None) or tx) or config.getoption("dist", "no") == "no":
         return None
+    from pytest_moeperf.parallel.assign import check_worker_count
+    from pytest_moeperf.parallel.xdist_run import XdistController, discover_gpus
+
     try:
         gpus = discover_gpus(config)
         check_worker_count(len(tx), gpus)
@@ -183,6 +81,8 @@ def pytest_cmdline_main(config):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per GPU (the CPU count where there is no GPU)."""
+    from pytest_moeperf.parallel.xdist_run import discover_gpus
+
     try:
         gpus = discover_gpus(config)
     except ValueError:
@@ -209,6 +109,8 @@ def pytest_collection_modifyitems(session, config, items):
     """Under xdist, one xdist_group per model: --dist loadgroup keeps a model's cases on one worker."""
     if not _is_worker(config):
         return
+    from pytest_moeperf.parallel.assign import GROUP_PREFIX
+
     for item in items:
         case_id = getattr(item, "callspec", None) and item.callspec.params.get("moeperf_case")
         case = getattr(config, "_moeperf").cases_by_id.get(case_id) if case_id else None
@@ -222,131 +124,20 @@ def pytest_runtest_call(item):
     fixture = getattr(item, "funcargs", {}).get("benchmark")
     if (_is_worker(item.config) and fixture is not None and getattr(fixture, "disabled", False)
             and "moeperf_case" in getattr(getattr(item, "callspec", None), "params", {})):
+        from pytest_moeperf.parallel.xdist_run import worker_pedantic
+
         fixture.pedantic = lambda target, **kw: worker_pedantic(fixture, item.config, target, **kw)
     return (yield)
-
-
-def worker_pedantic(fixture, config, target, args=(), kwargs=None, setup=None, teardown=None, rounds=1,
-                    warmup_rounds=0, iterations=1):
-    """benchmark.pedantic for a disabled fixture: same rounds, perf_counter timing, pytest-benchmark's Metadata."""
-    from pytest_benchmark.stats import Metadata
-
-    if getattr(fixture, "_mode", None):
-        raise RuntimeError("the benchmark fixture can only be used once per test")
-    fixture._mode = "benchmark.pedantic(...)"
-    kwargs = kwargs or {}
-    if not isinstance(rounds, int) or rounds < 1 or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError("rounds and iterations must be positive ints")
-    identity = worker_gpu_identity(config)
-
-    def call():
-        a, k = args, kwargs
-        if setup is not None:
-            got = setup()
-            if got:
-                a, k = got
-        t0 = time.perf_counter()
-        for _ in range(iterations):
-            result = target(*a, **k)
-        dt = time.perf_counter() - t0
-        if teardown is not None:
-            teardown(*a, **k)
-        return dt, result
-
-    for _ in range(warmup_rounds):
-        call()
-    meta = Metadata(fixture, iterations=iterations, options={
-        "disable_gc": False, "timer": "time.perf_counter", "min_rounds": rounds, "max_time": None,
-        "min_time": None, "warmup": warmup_rounds, "moeperf_xdist": True})
-    result = None
-    for _ in range(rounds):
-        dt, result = call()
-        meta.update(dt)  # Metadata divides by iterations
-    fixture.stats = meta  # not added to pytest-benchmark's session: the worker writes no JSON of its own
-    fixture.extra_info["gpu"] = identity
-    return result
-
-
-def worker_gpu_identity(config) -> dict:
-    """The GPU this worker measures on, cross-checked: torch's device and NVML's board must be the same one."""
-    wid = config.workerinput.get("workerid")
-    assigned = config.workerinput.get("moeperf_gpu") or {}
-    ident = {"worker": wid, "index": assigned.get("index"), "uuid": None, "name": None, "device": "cpu",
-             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    state = getattr(config, "_moeperf", None)
-    session = state.session if state is not None else None
-    if session is None:
-        return ident
-    ident["device"] = session.options.device
-    gpu = session.gpu()
-    if gpu is not None:
-        nv = gpu.identity()
-        ident["uuid"], ident["name"] = nv.get("uuid"), nv.get("name")
-    if session.options.device == "cuda":
-        import torch
-
-        torch_uuid = str(getattr(torch.cuda.get_device_properties(0), "uuid", "") or "")
-        ident["name"] = ident["name"] or torch.cuda.get_device_name(0)
-        ident["uuid"] = ident["uuid"] or (f"GPU-{torch_uuid}" if torch_uuid else None)
-        for what, other in (("torch's cuda:0", torch_uuid), ("the assigned GPU", assigned.get("uuid"))):
-            if other and ident["uuid"] and normalize_uuid(other) != normalize_uuid(ident["uuid"]):
-                raise RuntimeError(f"worker {wid}: NVML reads {ident['uuid']} but {what} is {other}; "
-                                   "energy would come from another board (check CUDA_DEVICE_ORDER)")
-    return ident
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     """Controller: merge the workers' logs into one document, feed the summary and the in-pytest gate."""
-    config = session.config
-    ctl = _controller(config)
-    if ctl is None or not ctl.logs:
-        return
-    try:
-        doc = ctl.merge()
-        if not doc["benchmarks"] and not doc["moeperf_failed"]:
-            return
-        ctl.written = ctl.write(doc)
-    except (OSError, ValueError) as exc:
-        ctl.notes.append(f"merge failed: {exc}")
-        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-        return
-    state = getattr(config, "_moeperf", None)
-    if state is not None:  # the deployment-metrics table of the plugin, on the controller
-        state.finished.extend((_CaseRef(_case_id(b)), b.get("extra_info", {})) for b in doc["benchmarks"])
-        state.failed.extend((_CaseRef(f.get("case") or f.get("fullname")), f.get("error")) for f in doc["moeperf_failed"])
-    _gate_merged(session, doc)
+    ctl = _controller(session.config)
+    if ctl is not None and ctl.logs:
+        from pytest_moeperf.parallel.xdist_run import finish_session
 
-
-def _gate_merged(session, doc: dict) -> None:
-    """The in-pytest gate ran in no worker (benchmarks are off there): compare the merged cases here."""
-    gp = session.config.pluginmanager.get_plugin("moeperf-gate")
-    if gp is None or getattr(gp, "run", None) is None:
-        return
-    from pytest_moeperf.gate import config as gate_config
-    from pytest_moeperf.gate import verdicts as gate_verdicts
-
-    try:
-        gp.run.set_head(doc)
-    except gate_config.GpuMismatchError as exc:
-        gp.status = f"not compared: {exc}"
-        session.exitstatus = pytest.ExitCode.USAGE_ERROR
-        gp.run = None
-        return
-    for bench in doc["benchmarks"]:  # the same call as a plain run's, per finished test
-        if gp.run.judge(bench).verdict == gate_verdicts.FAIL:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-class _CaseRef:
-    def __init__(self, case_id: str):
-        self.case_id = case_id
-
-
-def _case_id(bench: dict) -> str:
-    """The case's id as pytest-benchmark stored it (the parametrize id), not parsed from the name."""
-    params = bench.get("params") if isinstance(bench.get("params"), dict) else {}
-    return str(params.get("moeperf_case") or bench.get("param") or bench.get("name", ""))
+        finish_session(ctl, session)
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -20,7 +20,8 @@ def pytest_moeperf_modify_cases(config, cases):
 
 @hookspec
 def pytest_moeperf_case_finished(config, case, extra_info):
-    """Called after each case is measured and appended to the results log.
+    """Called after each case is measured and appended to the results log. ``case`` is a Case, or a
+    serving load point's ServingPoint (benchmarks/test_serving.py); both have ``case_id`` and ``model``.
 
     Example: push the headline numbers to a dashboard::
 
@@ -31,7 +32,8 @@ def pytest_moeperf_case_finished(config, case, extra_info):
 
 @hookspec
 def pytest_moeperf_case_failed(config, case, error):
-    """Called when a case could not be measured (CUDA OOM, compile failure, ...).
+    """Called when a case could not be measured (CUDA OOM, compile failure, ...); ``case`` as in
+    pytest_moeperf_case_finished (a serving load point that failed included).
 
     Example: keep a list of failures for a nightly e-mail::
 

@@ -11,9 +11,14 @@ import sys
 
 import pytest
 
-from pytest_moeperf.plugin.options import (BACKENDS, CONTEXT_MODES, DEFAULT_RESULTS_PATH, DEFAULT_VERDICT_JSON, DTYPES, EXPERTS,
-                      GPU_KINDS, parse_options)
-from pytest_moeperf.results.outputs import check_run_outputs, drop_unfinished, quiet_unused_fixture
+from pytest_moeperf import __version__
+from pytest_moeperf.gate import config as gate_config
+from pytest_moeperf.measure import run_options
+from pytest_moeperf.measure.run_options import GPU_KINDS, parse_options
+from pytest_moeperf.serving import endpoint
+from pytest_moeperf.results import bench_api
+from pytest_moeperf.results.kinds import BenchmarkKind
+from pytest_moeperf.results.outputs import check_run_outputs
 
 SESSION_KEY = "_moeperf"
 
@@ -24,86 +29,28 @@ def pytest_addhooks(pluginmanager):
     pluginmanager.add_hookspecs(hookspec)
 
 
-def pytest_addoption(parser):
+# the "moeperf" option group of the newest parser (every module of the plugin adds to it)
+_OPTION_GROUP = None
+
+
+def moeperf_options_given(config) -> list[str]:
+    """The moeperf options whose value is not their default (given on the command line, in
+    PYTEST_ADDOPTS or in addopts): a session given none and collecting no moeperf benchmark
+    leaves the gate and the benchmark storage alone."""
+    group = _OPTION_GROUP
+    return [arg.names()[0] for arg in (group.options if group is not None else ())
+            if config.getoption(arg.dest, None) != getattr(arg, "default", None)]
+
+
+def pytest_addoption(parser, pluginmanager):
+    global _OPTION_GROUP
+    bench_api.defer_json_open(parser, pluginmanager)  # pytest-benchmark 5.2 emptied --benchmark-json's file at parse time
     g = parser.getgroup("moeperf", "pytest-moeperf: deployment benchmarks of MoE and dense LLMs")
-    g.addoption("--gpu", dest="moeperf_gpu", metavar="KIND", default=None,
-                help=f"cpu, auto (default) or a GPU kind that must be present ({', '.join(GPU_KINDS)}); "
-                     "a kind selects baselines/KIND/ as pytest-benchmark storage")
-    add = g.addoption
-    add("--moeperf-models", metavar="NAMES", default=None,
-        help="comma-separated presets (default: tiny-moe,tiny-dense on CPU; gpt-oss-20b,qwen3-32b,yi-34b on GPU)")
-    add("--moeperf-contexts", metavar="TOKENS", default=None,
-        help="comma-separated exact post-template context lengths (default: 64,128 CPU; 128,512,1024,2048 GPU)")
-    add("--moeperf-new-tokens", metavar="N", default=None, help="comma-separated new tokens per round (default 16 CPU, 64 GPU)")
-    add("--moeperf-rounds", metavar="N", default=None, help="minimum measured rounds per case (default 10)")
-    add("--moeperf-warmup-rounds", metavar="N", default=None, help="discarded warm-up rounds after the two priming calls (default 0)")
-    add("--moeperf-warmup-s", metavar="S", default=None,
-        help="also discard calls for this many seconds after the priming calls, for clocks and temperature to "
-             "settle (default: none)")
-    add("--moeperf-gc", metavar="POLICY", default=None,
-        help="Python's garbage collector during the rounds: on (default), freeze (gc.freeze() after priming) "
-             "or between-rounds (no collection inside a round); each round's collections are recorded either way")
-    add("--moeperf-dtype", metavar="DTYPES", default=None, help=f"comma-separated, from {', '.join(DTYPES)} (default bf16)")
-    add("--moeperf-backend", metavar="NAMES", default=None,
-        help=f"comma-separated, from {', '.join(BACKENDS)} (static = static cache + torch.compile; default eager)")
-    add("--moeperf-batch", metavar="SIZES", default=None, help="comma-separated batch sizes (default 1)")
-    add("--moeperf-decoding", metavar="NAMES", default=None,
-        help="comma-separated: greedy, top_p0.9, top_k50, temp1.5, temp0.3 (default greedy)")
-    add("--moeperf-experts", metavar="NAMES", default=None,
-        help=f"MoE experts_implementation, comma-separated from {', '.join(EXPERTS)} (default: transformers' own)")
-    add("--moeperf-context-mode", metavar="MODE", default=None,
-        help=f"{' or '.join(CONTEXT_MODES)} (paper-truncate reproduces the paper's trim; default exact)")
-    add("--moeperf-weights", metavar="MODEL=PATH", action="append", default=[],
-        help="load MODEL from a checkpoint path or hub id instead of random weights (repeatable)")
-    add("--moeperf-energy-window-s", metavar="S", default=None, help="energy window length in seconds (default 5, min 1)")
-    add("--moeperf-energy-windows", metavar="N", default=None, help="energy windows per case (default 5)")
-    add("--moeperf-energy-split", action="store_true", default=False,
-        help="also measure prefill J per request and decode J per token from extra windows of 1-token rounds "
-             "(GPU, eager backend; adds energy-windows x window-s per case)")
-    add("--moeperf-results", metavar="PATH", default=None,
-        help=f"append each finished case to this JSON-lines log (default {DEFAULT_RESULTS_PATH})")
-    add("--moeperf-routing", action="store_true", default=False,
-        help="also record MoE routing statistics (tokens per expert per layer, load, entropy) in an untimed pass")
-    add("--moeperf-compile-cache", metavar="DIR", default=None,
-        help="torch.compile/inductor cache folder for the static backend (keep it between CI runs for warm compiles)")
-    add("--moeperf-resume", action="store_true", default=False,
-        help="skip the cases already finished in the results log (after a crash or a job time-out); "
-             "python -m pytest_moeperf results LOG --json run.json then gives the whole run")
-    add("--moeperf-seed", metavar="N", default=None, help="seed for random weights and sampling (default 0)")
-    add("--moeperf-token-clock", metavar="KIND", default=None,
-        help="per-token stamps: auto (CUDA events on a GPU, a device sync elsewhere), event or sync "
-             "(a sync per token: the clock of runs stored before it changed; default auto)")
-    # the regression gate (pytest_moeperf.plugin.gate_pytest)
-    add("--moeperf-gate", metavar="PATH|auto|off", default="auto",
-        help="baseline to gate against: a JSON file or folder, auto (the --benchmark-compare run or the newest "
-             "run in the storage of --gpu) or off")
-    add("--moeperf-threshold", metavar="METRIC=PCT", action="append", default=[],
-        help="override the gate's practical threshold for a metric (repeatable)")
-    add("--moeperf-allow", metavar="METRIC[@BENCH]", action="append", default=[],
-        help="acknowledged regression: FAIL becomes WARN for this metric (repeatable)")
-    add("--moeperf-gate-strict", action="store_true", default=False, help="INCONCLUSIVE verdicts also fail the run")
-    add("--moeperf-gate-ignore-gpu", action="store_true", default=False,
-        help="compare even when the baseline was measured on another GPU kind")
-    add("--moeperf-verdict-json", metavar="PATH", default=DEFAULT_VERDICT_JSON, help="where to write the gate's verdicts")
-    # an OpenAI-compatible server instead of the in-process engine (docs/serving.md)
-    add("--moeperf-endpoint", metavar="URL", default=None,
-        help="benchmark the OpenAI-compatible server at URL (e.g. http://127.0.0.1:8000/v1); requests go only there")
-    add("--moeperf-endpoint-model", metavar="NAME", default=None, help="the model name the server expects")
-    add("--moeperf-endpoint-api", metavar="API", default=None, help="chat (default) or completions")
-    add("--moeperf-endpoint-timeout-s", metavar="S", default=None,
-        help="one request's time limit; past it the request is recorded as failed (default 60)")
-    add("--moeperf-endpoint-ready-timeout-s", metavar="S", default=None,
-        help="how long to wait for the server's first answer (load and warm-up; default 180)")
-    add("--moeperf-endpoint-eos-field", metavar="KIND", default=None,
-        help="how to force the output length past EOS: auto (default), ignore_eos, generation_config, none")
-    add("--moeperf-endpoint-gpu-index", metavar="N", default=None,
-        help="NVML index of the server's GPU when it is on this machine: energy is read from it (default: no energy)")
-    add("--moeperf-endpoint-tokenizer", metavar="PATH", default=None,
-        help="the served model's tokenizer (folder or id) to build exact prompts and check token counts "
-             "(default: the model name when it is a local folder)")
-    add("--moeperf-baseline-segment", metavar="all|last-stable", default="all",
-        help="last-stable: gate against the stored runs since each benchmark's newest change point, pooled "
-             "(python -m pytest_moeperf history; needs apache-otava); all: every stored run (default)")
+    _OPTION_GROUP = g
+    # each setting declares its own options (pytest-benchmark's add_*_options, vLLM's add_cli_args)
+    run_options.add_options(g.addoption)
+    gate_config.add_options(g.addoption)
+    endpoint.add_options(g.addoption)
 
 
 def _getter(config):
@@ -112,27 +59,28 @@ def _getter(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    config.addinivalue_line("markers", "moeperf: a pytest-moeperf deployment benchmark")
+    config.addinivalue_line("markers", "moeperf: a benchmark the moeperf gate judges (the suite's own cases are "
+                                       "implicitly; a session with none leaves the gate and the storage alone)")
     get = _getter(config)
-    gpu = (get("moeperf_gpu") or "auto").lower()
-    try:
-        # Validate every value now, without torch: a GPU kind is checked through NVML below; with
-        # auto the CPU defaults are the laxer ones (fewer new tokens, 4096-position presets), so no
-        # valid run is refused here; GPU-only limits are checked at collection (options()).
-        options = parse_options(get, cuda_available=gpu in GPU_KINDS)
-        gpu = options.gpu
-        from pytest_moeperf.serving.endpoint import parse_endpoint  # pure: no httpx
+    options = None  # a session given no moeperf option: the defaults are valid, nothing to parse or check here
+    if moeperf_options_given(config):
+        gpu = (get("moeperf_gpu") or "auto").lower()
+        try:
+            # Validate every value now, without torch: a GPU kind is checked through NVML below; with
+            # auto the CPU defaults are the laxer ones (fewer new tokens, 4096-position presets), so no
+            # valid run is refused here; GPU-only limits are checked at collection (options()).
+            options = parse_options(get, cuda_available=gpu in GPU_KINDS)
+            gpu = options.gpu
+            endpoint.parse_endpoint(get)  # pure: no httpx
+            if gpu in GPU_KINDS:
+                from pytest_moeperf.measure.session import check_gpu_kind
 
-        parse_endpoint(get)
-        if gpu in GPU_KINDS:
-            from pytest_moeperf.measure.session import check_gpu_kind
-
-            check_gpu_kind(gpu)
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    if gpu not in ("auto",) and config.getoption("benchmark_storage", None) in (None, "file://./.benchmarks"):
-        # baselines of different GPU kinds must never mix: one storage folder per kind
-        config.option.benchmark_storage = f"file://{os.path.join(str(config.rootpath), 'baselines', gpu)}"
+                check_gpu_kind(gpu)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if gpu not in ("auto",) and config.getoption("benchmark_storage", None) in (None, "file://./.benchmarks"):
+            # baselines of different GPU kinds must never mix: one storage folder per kind
+            config.option.benchmark_storage = f"file://{os.path.join(str(config.rootpath), 'baselines', gpu)}"
     if not hasattr(config, "workerinput"):  # xdist workers write none of these files themselves
         try:
             check_run_outputs(_getter(config), options, given_only=True)
@@ -140,7 +88,12 @@ def pytest_configure(config):
             raise pytest.UsageError(str(exc)) from None
     cache = get("moeperf_compile_cache")
     if cache:  # must be set before inductor first reads it
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.abspath(os.path.expanduser(cache))
+        from pytest_moeperf.results.outputs import check_output_folder
+
+        try:  # a file, or a folder under a file: said now, not when the first static case compiles
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = check_output_folder("--moeperf-compile-cache", cache)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     state = MoeperfState(config)
     setattr(config, SESSION_KEY, state)
     config.pluginmanager.register(state, "moeperf-state")
@@ -154,18 +107,7 @@ def pytest_configure(config):
         from pytest_moeperf.plugin.gate_pytest import GatePlugin
     except ImportError:  # the gate module is optional at import time of partial installs
         return
-    config.pluginmanager.register(GatePlugin(config), "moeperf-gate")
-
-
-def _check_benchmark_versions() -> None:
-    """A pytest / pytest-benchmark pair that cannot run a benchmark stops before any model loads."""
-    from importlib.metadata import version
-
-    from pytest_moeperf.plugin.bench_api import incompatible_versions
-
-    why = incompatible_versions(pytest.__version__, version("pytest-benchmark"))
-    if why:
-        raise pytest.UsageError(why)
+    config.pluginmanager.register(GatePlugin(config, eager=bool(moeperf_options_given(config))), "moeperf-gate")
 
 
 class MoeperfState:
@@ -174,14 +116,15 @@ class MoeperfState:
     def __init__(self, config):
         self.config = config
         self._session = None
-        self.finished: list[tuple] = []  # (case, extra_info)
-        self.failed: list[tuple] = []  # (case, error)
         self._log_started = False
         self.cases_by_id: dict = {}  # case id -> Case, filled at parametrization
+        # the single-request cases as a kind of benchmark (results/kinds.py; serving points are the other)
+        self.cases = BenchmarkKind(config, "moeperf_case", self.cases_by_id.__getitem__, self.log_case,
+                                   lambda nodeid, case_id, error: self.session.log.case_failed(nodeid, case_id, error))
+        self.finished, self.failed = self.cases.finished, self.cases.failed  # (case, extra_info), (case, error)
+        self.started = self.cases.started  # nodeids of cases whose rounds began in this process
         self.resumed: list[str] = []  # case ids skipped by --moeperf-resume
         self.resume_notes: list[str] = []  # why logged cases were not skipped, torn lines ...
-        self.started: set[str] = set()  # nodeids of cases whose rounds began in this process
-        self.finished_nodeids: set[str] = set()
         self.moeperf_items = 0
         self._usage_error: pytest.UsageError | None = None  # raised after collection: exit 4, no traceback
         self.progress = None  # progress_pytest.TerminalProgress, set at configure (not on xdist workers)
@@ -199,10 +142,25 @@ class MoeperfState:
                 log = ResultsLog(options.results_path, options_fingerprint(options), options_settings(options))
             except ValueError as exc:
                 raise pytest.UsageError(f"--moeperf-results: {exc}") from None
+            log.on_write_error = self._stop_run
             self._session = MoeperfSession(options, log=log)
             if self.progress is not None:
                 self._session.progress = self.progress
         return self._session
+
+    def pytest_sessionstart(self, session):
+        self.pytest_session = session
+
+    def _stop_run(self, error: OSError) -> bool:
+        """The results log cannot be appended to (a full disk): stop the run after this test, in one
+        line, rather than measure cases that could not be kept; the session ends as after -x
+        (pytest-benchmark's JSON, the summaries), so every finished case is kept."""
+        session = getattr(self, "pytest_session", None)
+        if session is None:
+            return False
+        session.shouldstop = (f"{error}: the run stops here; the cases finished before are in the log (and in "
+                              f"--benchmark-json if given); free space, then rerun with --moeperf-resume")
+        return True
 
     def case_of(self, item):
         """The Case a collected item measures, or None for other tests."""
@@ -219,7 +177,7 @@ class MoeperfState:
             raise pytest.UsageError(str(exc)) from None
 
     def machine_info_extra(self) -> dict:
-        info = {"moeperf_version": _version()}
+        info = {"moeperf_version": __version__}
         for mod in ("torch", "transformers"):
             if mod in sys.modules:
                 info[f"{mod}_version"] = getattr(sys.modules[mod], "__version__", None)
@@ -233,24 +191,35 @@ class MoeperfState:
         else:
             # before any case ran (the gate checks the GPU at session start): NVML alone names
             # the GPU, without importing torch
-            from pytest_moeperf.measure.gpu import identity_or_none
+            from pytest_moeperf.device.gpu import identity_or_none
 
             info["gpu"] = identity_or_none()
         return info
 
-    def log_case(self, bench: dict) -> None:
+    def log_case(self, bench: dict, fingerprint: str | None = None) -> None:
+        """Append a finished benchmark (a session record first); ``fingerprint``: another kind's own
+        (a serving point's settings differ from the cases')."""
+        self.log_started()
         log = self.session.log
+        saved, log.fingerprint = log.fingerprint, fingerprint or log.fingerprint
+        try:
+            log.case_finished(bench)
+        finally:
+            log.fingerprint = saved
+
+    def log_started(self) -> None:
         if not self._log_started:
-            log.session_started(self.machine_info_extra())
+            self.session.log.session_started(self.machine_info_extra())
             self._log_started = True
-        log.case_finished(bench)
 
     # --- hooks ----------------------------------------------------------------------------
     def pytest_generate_tests(self, metafunc):
         if "moeperf_case" not in metafunc.fixturenames:
             return
         try:
-            _check_benchmark_versions()
+            why = bench_api.incompatible_installed()  # a pair that cannot run a benchmark stops here
+            if why:
+                raise pytest.UsageError(why)
             cases = self.session.options.cases()
             self.config.hook.pytest_moeperf_modify_cases(config=self.config, cases=cases)
             self._check_cases(cases)
@@ -271,12 +240,10 @@ class MoeperfState:
 
     def _check_cases(self, cases):
         """The matrix after pytest_moeperf_modify_cases: each case valid and measured once."""
-        from pytest_moeperf.plugin.options import check_case, check_unique_cases
-
         try:
-            check_unique_cases(cases)
+            run_options.check_unique_cases(cases)
             for case in cases:
-                check_case(case)
+                run_options.check_case(case)
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -338,27 +305,10 @@ class MoeperfState:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
-        if call.when != "call" or "moeperf_case" not in getattr(item, "callspec", _NoSpec).params:
-            return
-        report = outcome.get_result()
-        case = self.cases_by_id[item.callspec.params["moeperf_case"]]
-        fixture = getattr(item, "funcargs", {}).get("benchmark")
-        if report.passed and fixture is not None and getattr(fixture, "stats", None) is not None:
-            bench = fixture.stats.as_dict(include_data=True)
-            self.log_case(bench)
-            self.finished.append((case, bench["extra_info"]))
-            self.finished_nodeids.add(item.nodeid)
-            self.config.hook.pytest_moeperf_case_finished(config=self.config, case=case, extra_info=bench["extra_info"])
-        elif report.failed:
-            quiet_unused_fixture(fixture)
-            error = _report_line(report)
-            self.session.log.case_failed(item.nodeid, case.case_id, error)
-            self.failed.append((case, error))
-            self.config.hook.pytest_moeperf_case_failed(config=self.config, case=case, error=error)
+        self.cases.reported(item, call, outcome.get_result())
 
     def pytest_runtest_call(self, item):
-        if "moeperf_case" in getattr(item, "callspec", _NoSpec).params:
-            self.started.add(item.nodeid)
+        self.cases.call_started(item)
 
     def pytest_benchmark_update_machine_info(self, config, machine_info):
         machine_info.update(self.machine_info_extra())
@@ -366,8 +316,7 @@ class MoeperfState:
     def pytest_benchmark_update_json(self, config, benchmarks, output_json):
         """A case cut short (Ctrl-C mid-rounds) has stats but never finished: drop it from the
         --benchmark-json and --benchmark-save documents, as from the results log."""
-        output_json["benchmarks"] = drop_unfinished(output_json.get("benchmarks") or [], self.started,
-                                                    self.finished_nodeids)
+        self.cases.drop_unfinished(output_json)
 
     def pytest_terminal_summary(self, terminalreporter):
         for note in self.resume_notes:
@@ -396,21 +345,6 @@ class MoeperfState:
 
 class _NoSpec:
     params: dict = {}
-
-
-def _report_line(report) -> str:
-    text = str(report.longrepr) if report.longrepr is not None else "failed"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if ln.startswith("E ") or "Failed:" in ln:
-            return ln.removeprefix("E").strip()
-    return lines[-1] if lines else "failed"
-
-
-def _version() -> str:
-    from pytest_moeperf import __version__
-
-    return __version__
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -449,6 +383,6 @@ def moeperf_measure(moeperf, benchmark):
 
 
 # --- several GPUs (issue 8) -------------------------------------------------------------------
-# pytest-xdist with one worker per GPU and the merged JSON live in multigpu.py, a plugin of its
+# pytest-xdist with one worker per GPU and the merged JSON live in parallel/xdist_plugin.py, a plugin of its
 # own (hooks, --moeperf-gpus, --moeperf-merged-json); loading it imports no torch. docs/multigpu.md
 pytest_plugins = ["pytest_moeperf.parallel.xdist_plugin", "pytest_moeperf.serving.plugin"]

@@ -89,12 +89,17 @@ class TerminalProgress(NullProgress):
 
     # --- the case matrix as a sweep (pytest hooks) -------------------------------------------
     def track_cases(self, case_of) -> None:
-        """``case_of(item)`` gives the Case of a moeperf item, or None for other tests."""
-        self._case_of = case_of
+        """``case_of(item)`` gives the Case (or serving ServingPoint) of a moeperf item, or None for other
+        tests; several calls chain (the serving plugin adds its load points to the cases)."""
+        previous = self._case_of
+        self._case_of = case_of if previous is None else (lambda item: previous(item) or case_of(item))
 
     def _key(self, item):
+        """The time estimate's key: what makes two items take about as long."""
         case = self._case_of(item) if self._case_of else None
-        return None if case is None else (case.model, case.backend, case.dtype, case.experts)
+        if case is None:
+            return None
+        return getattr(case, "eta_key", None) or (case.model, case.backend, case.dtype, case.experts)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session):
@@ -106,7 +111,8 @@ class TerminalProgress(NullProgress):
             return
         index = self._items.index(item)
         pending = [self._key(i) for i in self._items[index:]]
-        self.sweep_point("case", index=index + 1, total=len(self._items), point=self._case_of(item).case_id,
+        case = self._case_of(item)
+        self.sweep_point("point" if hasattr(case, "point_id") else "case", index=index + 1, total=len(self._items), point=case.case_id,
                          eta_s=self.eta.remaining(pending))
         self.eta.start(item.nodeid)
 

@@ -6,21 +6,20 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pytest_moeperf.metrics import derived
-from pytest_moeperf.report.report_format import change, fmt, pct, sig, table, without_unit
-from pytest_moeperf.metrics.schema import METRICS_BY_KEY
+from pytest_moeperf.metrics.formats import bytes_unit, fixed, formatter, pct, sig
+from pytest_moeperf.report.report_format import change, table, without_unit
+from pytest_moeperf.metrics.schema import VIEW_METRICS_BY_KEY
 from pytest_moeperf.report.rows import Row
 
 
-GB = 1e9
-GiB = 2.0**30
 
 
 # --------------------------------------------------------------------------------------------
 # formatting
 
 
-# (in report_format.py; the short names are kept for the code below)
-_fmt, _sig, _pct, _change, _table = fmt, sig, pct, change, table
+# (numbers in metrics/formats.py, tables in report_format.py; the short names are kept for the code below)
+_fmt, _sig, _pct, _change, _table = fixed, sig, pct, change, table
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,23 +100,46 @@ class Col:
         return without_unit(self.label)
 
 
-def metric_col(key: str, get: Callable[[Row], float | None] | None = None, **kw) -> Col:
-    """A column of one registry metric: header, unit and format from schema.METRICS."""
-    m = METRICS_BY_KEY[key]
-    fmt = _sig if m.fmt == "sig" else _fmt(int(m.fmt.strip(".f")))
-    return Col(m.header, get or _key(key), fmt, energy=m.kind == "energy", short=m.short, **kw)
+def metric_col(key: str, get: Callable[[Row], float | None] | None = None, unit: str | None = None,
+               scale: float = 1.0, names: dict | None = None, **kw) -> Col:
+    """A column of one registry figure (schema.METRICS or REPORT_METRICS): header, unit and format from
+    the registry; ``unit``/``scale``: the scale it is shown in (bytes as GB ...); ``names``: the title's
+    placeholders ({ref})."""
+    m = VIEW_METRICS_BY_KEY[key]
+    names = names or {}
+    if get is None:
+        get = _key(key, scale)
+    elif scale != 1.0:
+        get = _scaled(get, scale)
+    kw.setdefault("energy", m.kind == "energy")
+    kw.setdefault("paper_name", m.paper)
+    return Col(m.head(unit, **names), get, formatter(m.fmt), short=m.head(unit, short=True, **names) if m.short else None,
+               **kw)
 
 
-_BYTE_UNITS = {"GB": (1e-9, 2), "MB": (1e-6, 1)}  # decimal units, as the report says in its header
+def _scaled(get: Callable[[Row], float | None], scale: float) -> Callable[[Row], float | None]:
+    def scaled(r: Row):
+        x = get(r)
+        return None if x is None else x * scale
+    return scaled
 
 
-def bytes_col(key: str, unit: str = "GB", **kw) -> Col:
-    """A registry metric stored in bytes, shown in decimal GB or MB: title from schema.METRICS."""
-    m = METRICS_BY_KEY[key]
+def bytes_col(key: str, rows: list[Row] | None = None, get: Callable[[Row], float | None] | None = None,
+              unit: str | None = None, **kw) -> Col:
+    """A registry figure stored in bytes, shown in the decimal unit that fits ``rows``' values (or ``unit``:
+    "GB", "MB"), title and format from the registry."""
+    m = VIEW_METRICS_BY_KEY[key]
     if m.unit != "bytes":
         raise ValueError(f"{key} is in {m.unit}, not bytes")
-    scale, digits = _BYTE_UNITS[unit]
-    return Col(f"{m.title or m.key} ({unit})", _key(key, scale), _fmt(digits), **kw)
+    get = get or _key(key)
+    if unit is None:
+        unit, size = bytes_unit([get(r) for r in rows or []])
+    else:
+        size = _BYTE_SIZES[unit]
+    return metric_col(key, get, unit=unit, scale=1 / size, **kw)
+
+
+_BYTE_SIZES = {"GB": 1e9, "MB": 1e6, "kB": 1e3, "bytes": 1.0}  # decimal units, as the report says in its header
 
 
 COL = {
@@ -128,10 +150,9 @@ COL = {
     "e2e_p50": metric_col("e2e_ms_p50"),
     "e2e_p95": metric_col("e2e_ms_p95"),
     "decode": metric_col("decode_tokens_per_s"),
-    "e2e": metric_col("e2e_tokens_per_s", paper_name="TPOT"),
+    "e2e": metric_col("e2e_tokens_per_s"),
     "energy": metric_col("energy_j"),
     "tpj": metric_col("tokens_per_j"),
     "j1k": metric_col("j_per_1k_tokens"),
-    "peak_gb": Col("Peak allocated (GB)", _key("peak_allocated_bytes", 1 / GB), _fmt(2),
-                   short="Peak alloc. (GB)"),
+    "peak_gb": bytes_col("peak_allocated_bytes", unit="GB"),
 }

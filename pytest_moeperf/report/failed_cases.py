@@ -1,7 +1,7 @@
 """Failed cases as report rows: a document's top-level ``moeperf_failed`` and the short reason a cell shows.
 
 A case that failed (a CUDA OOM at a long context, a compile error) has no benchmark, only an entry
-``{"fullname", "case", "error"}`` under ``moeperf_failed`` (results_log.to_benchmark_document).
+``{"fullname", "case", "error"}`` under ``moeperf_failed`` (log_document.to_benchmark_document).
 The report shows it where its numbers would have been, as what it is ("OOM", "failed"), never
 as a number and never dropped. Pure functions, no heavy imports.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
-from pytest_moeperf.report.rows import Row
+from pytest_moeperf.report.row import Row
 
 # the model, context and new tokens every Case.case_id starts with; other axes follow as "-suffix"
 _CASE_ID = re.compile(r"^(?P<model>.+?)-c(?P<context>\d+)-n(?P<new>\d+)(?:-(?P<rest>.+))?$")
-# failed load points of the serving benchmark belong to its own section (serving/report.py)
+# failed load points of the serving benchmark belong to its own section (serving_view.py)
 _SERVING_TEST = "test_serving"
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 from pytest_moeperf.metrics.schema import METRICS_BY_KEY
-from pytest_moeperf.report.report_plots import colors, context_axis, failed_label, failed_points, mark_failed
+from pytest_moeperf.report.report_plots import (colors, context_axis, failed_label, failed_points, legend_below,
+                                                mark_failed)
 
 GB = 1e9
 
 
-def _label(key: str) -> str:
-    return f"{METRICS_BY_KEY[key].title} (GB)"  # the registry's unit is bytes: shown in decimal GB
+def _label(key: str, short: bool = False) -> str:
+    return METRICS_BY_KEY[key].head("GB", short=short)  # the registry's unit is bytes: shown in decimal GB
 
 
 def _series(rows, key: str) -> dict[str, list[tuple[int, float]]]:
@@ -54,13 +55,13 @@ def draw(report, plt):
             mark_failed(ax, failed.get(series, []), color)
     left.set_ylabel(_label("peak_allocated_bytes"))
     left.set_title("Allocator peak and weights")
-    right.set_ylabel("KV cache (GB), log scale")
+    right.set_ylabel(_label("kv_cache_bytes", short=True) + ", log scale")
     right.set_title("KV cache: analytic formula vs measured")
     right.set_yscale("log")
     for ax in (left, right):
         context_axis(ax, contexts)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+            legend_below(ax)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     return fig

@@ -1,4 +1,5 @@
-"""How the report prints numbers and markdown tables, and how it splits tables too wide to read.
+"""How the report lays out markdown tables, and how it splits tables too wide to read (numbers are
+printed by metrics/formats.py, the one home of number formats).
 
 A metric table is key columns (Model, Context ...) plus column groups: a metric, and where it is
 compared, its baseline and change-% columns right after it (the unit is said once, in the
@@ -10,28 +11,9 @@ Pure functions, no heavy imports.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 
-DASH = "—"
 MAX_COLUMNS = 8  # a table wider than this reads badly on a laptop screen and on GitHub
-
-
-def fmt(nd: int) -> Callable[[float | None], str]:
-    def f(x):
-        return DASH if x is None else f"{x:,.{nd}f}"
-    return f
-
-
-def sig(x: float | None) -> str:
-    if x is None:
-        return DASH
-    if x == 0:
-        return "0"
-    return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.1f}"
-
-
-def pct(x: float | None) -> str:
-    return DASH if x is None else f"{x:+.1f}"
 
 
 def change(new: float | None, old: float | None) -> float | None:

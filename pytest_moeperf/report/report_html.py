@@ -4,6 +4,17 @@ It is what people open in a browser and attach to a mail: no external file, scri
 style sheet. The markdown is converted by Python-Markdown (tables, footnotes, heading anchors);
 each ``<img src="x.png">`` whose file is in the report folder becomes a ``data:image/png;base64``
 URI; tables are wrapped so a wide one scrolls instead of widening the page.
+
+Every value in the markdown may come from a document (a model name, a git branch, a GPU name, an
+error message), so the converter is told to trust none of it: raw HTML is not passed through (a
+``<script>`` in a branch name reaches the page as the text ``&lt;script&gt;``), and a link or image
+may point only inside the page (``#...``) or at a file beside it, never at ``javascript:`` or
+another site. The report's own markdown uses no raw HTML, so nothing of it is lost.
+
+Tables (report_format.table's pipe tables) are rendered here, not by Python-Markdown: a 10,000-case
+report holds ~100,000 table rows, which Python-Markdown's inline patterns took a minute over. A cell
+is escaped first (html.escape), then given the only inline markup the report's cells use: code spans
+and footnote references (linked to the footnotes Python-Markdown renders at the page's end).
 """
 
 from __future__ import annotations
@@ -53,12 +64,98 @@ def _embed_images(body: str, folder: Path) -> tuple[str, list[str]]:
     return _IMG.sub(sub, body), embedded
 
 
-def render_html(markdown_text: str, folder: Path) -> str:
-    """The HTML document for ``markdown_text``, with the PNGs it names from ``folder`` embedded."""
-    import markdown
+_SEPARATOR = re.compile(r"^\|( ?:?-{3,}:? ?\|)+$")
+_CODE = re.compile(r"`([^`]+)`")
+_FOOTREF = re.compile(r"\[\^(\d+)\]")
+_PLACEHOLDER = "MOEPERFTABLE{}END"
 
-    body = markdown.markdown(markdown_text, extensions=["tables", "footnotes", "toc"], output_format="html")
+
+def _cells(line: str) -> list[str]:
+    """The cells of a pipe-table row; ``\\|`` is a pipe inside a cell (report_format.cell)."""
+    inner = line.strip()[1:-1] if line.strip().endswith("|") else line.strip()[1:]
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
+
+
+def _inline(text: str, refs: set[str]) -> str:
+    """A cell's HTML: escaped, then code spans and footnote references (the first of each gets the
+    ``fnref`` anchor the footnote's back link points at)."""
+    out = _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=False))
+
+    def ref(m: re.Match) -> str:
+        n = m.group(1)
+        anchor = "" if n in refs else f' id="fnref:{n}"'
+        refs.add(n)
+        return f'<sup{anchor}><a class="footnote-ref" href="#fn:{n}">{n}</a></sup>'
+
+    return _FOOTREF.sub(ref, out)
+
+
+def _table_html(lines: list[str], refs: set[str]) -> str:
+    head = "".join(f"<th>{_inline(c, refs)}</th>" for c in _cells(lines[0]))
+    body = "\n".join("<tr>" + "".join(f"<td>{_inline(c, refs)}</td>" for c in _cells(line)) + "</tr>"
+                     for line in lines[2:])
+    return (f'<div class="table-wrap"><table>\n<thead>\n<tr>{head}</tr>\n</thead>\n<tbody>\n{body}\n</tbody>\n'
+            "</table></div>")
+
+
+def _take_tables(markdown_text: str) -> tuple[str, list[str]]:
+    """The markdown with each pipe table replaced by a placeholder paragraph, and the tables' HTML."""
+    lines = markdown_text.split("\n")
+    out: list[str] = []
+    tables: list[str] = []
+    refs: set[str] = set()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and _SEPARATOR.match(lines[i + 1].strip()):
+            j = i + 2
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            out += ["", _PLACEHOLDER.format(len(tables)), ""]
+            tables.append(_table_html(lines[i:j], refs))
+            i = j
+        else:
+            out.append(lines[i])
+            i += 1
+    return "\n".join(out), tables
+
+
+def _safe_url(attr: str, url: str) -> bool:
+    """A link inside the page, or an image file beside it: no scheme, no other host, no absolute path."""
+    if attr == "href":
+        return url.startswith("#")
+    return bool(url) and ":" not in url and not url.startswith(("/", "\\"))
+
+
+def _converter():
+    """Python-Markdown that escapes raw HTML and drops any link or image source outside the report."""
+    import markdown
+    from markdown.treeprocessors import Treeprocessor
+
+    class SafeUrls(Treeprocessor):
+        def run(self, root):
+            for el in root.iter():
+                for attr in ("href", "src"):
+                    if attr in el.attrib and not _safe_url(attr, el.attrib[attr]):
+                        del el.attrib[attr]
+
+    md = markdown.Markdown(extensions=["tables", "footnotes", "toc"], output_format="html")
+    md.preprocessors.deregister("html_block")  # a raw HTML block becomes escaped text
+    for name in ("html", "autolink", "automail"):  # so does inline HTML and <scheme:...>
+        md.inlinePatterns.deregister(name)
+    md.treeprocessors.register(SafeUrls(md), "moeperf_safe_urls", 1)  # after inline, footnotes and toc
+    return md
+
+
+def render_html(markdown_text: str, folder: Path) -> str:
+    """The HTML document for ``markdown_text``, with the PNGs it names from ``folder`` embedded.
+
+    No document value can add markup: raw HTML in ``markdown_text`` is escaped, and only links inside
+    the page and images beside it keep their address (module docstring)."""
+    text, tables = _take_tables(markdown_text)
+    body = _converter().convert(text)
     body = body.replace("<table>", '<div class="table-wrap"><table>').replace("</table>", "</table></div>")
+    for n, table_html in enumerate(tables):
+        body = body.replace(f"<p>{_PLACEHOLDER.format(n)}</p>", table_html, 1)
     body = _NUM_CELL.sub(lambda m: '<td class="num">' + m.group(0)[4:], body)
     body, _ = _embed_images(body, Path(folder))
     title_match = re.search(r"^# (.+)$", markdown_text, re.M)

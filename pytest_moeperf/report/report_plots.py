@@ -7,16 +7,14 @@ median (how well the median itself is pinned down; stats.median_ci95). The legen
 baseline is drawn dashed (bars: hatched) where it has values, with its own band where it has
 samples (the paper has none).
 
-A plot is a :class:`PlotSpec` in :data:`PLOTS`; another module can append its own (e.g. serving
-plots) and ``write_plots`` draws them and lists them in the report. matplotlib is imported only
-when drawing (Agg backend).
+A plot is a :class:`PlotSpec`; plot_list.py lists them (:data:`PLOTS`, with memory_plot's) and draws
+them. matplotlib is imported only when drawing (Agg backend).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from pytest_moeperf.metrics.schema import METRICS_BY_KEY
@@ -71,15 +69,48 @@ def _n_text(ns: list[int], unit: str) -> str:
     return f"{lo} {unit}" if lo == hi else f"{lo}–{hi} {unit}"
 
 
-def colors(report) -> dict[str, str]:
-    """One colour per series of the run; a baseline series takes the colour of the run's series of the
-    same model (the paper's "gpt-oss-20b" beside the run's "gpt-oss-20b (n=64)")."""
+MAX_LEGEND = 24  # entries; past this a legend covers the page and takes most of the drawing time
+
+
+def legend_below(ax) -> None:
+    """The legend below the axes (inside, with up to ten series, it covered the data); with more than
+    MAX_LEGEND entries a line saying so instead: the tables name every series."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(handles) > MAX_LEGEND:
+        ax.text(0.5, -0.2, f"{len(handles)} lines: too many for a legend (colours repeat); the tables give each "
+                "series' values", ha="center", va="top", transform=ax.transAxes, fontsize=7)
+    elif handles:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+def model_palette(models) -> dict[str, str]:
+    """One colour per model, in the order given (the report passes every model of the page, once)."""
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(dict.fromkeys(models))}
+
+
+def series_colors(model_of: dict[str, str], model_colors: dict[str, str] | None = None) -> dict[str, str]:
+    """Each series its model's colour; a model's second series (other new tokens, other engine
+    settings) takes a colour no model of the page uses, so the lines of one plot stay apart."""
+    model_colors = model_colors or model_palette(model_of.values())
+    spare = [c for c in PALETTE if c not in model_colors.values()]
     cols: dict[str, str] = {}
+    for series, model in model_of.items():
+        color = model_colors.get(model)
+        if color is None or color in cols.values():
+            color = spare.pop(0) if spare else PALETTE[len(cols) % len(PALETTE)]
+        cols[series] = color
+    return cols
+
+
+def colors(report) -> dict[str, str]:
+    """One colour per series of the run (its model's: report.model_colors where the page set it); a
+    baseline series takes the colour of the run's series of the same model (the paper's "gpt-oss-20b"
+    beside the run's "gpt-oss-20b (n=64)")."""
+    model_of = {r.series: r.model for r in report.res.rows}
+    cols = series_colors(model_of, getattr(report, "model_colors", None))
     model_color: dict[str, str] = {}
-    for r in report.res.rows:
-        if r.series not in cols:
-            cols[r.series] = PALETTE[len(cols) % len(PALETTE)]
-            model_color.setdefault(r.model, cols[r.series])
+    for series, model in model_of.items():
+        model_color.setdefault(model, cols[series])
     if report.base is not None:
         for r in report.base.rows:
             if r.series not in cols:
@@ -124,44 +155,17 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
                     ax.plot([], [], "x", color=color, label=f"{series}: {failed_label(marks)}")
                     drawn += 1
                 continue
-            ns = [p[2]["n"] for p in pts if p[2]]
-            if not ns:  # no samples: say what n the summary came from (a paper's rounds)
-                ns_text = _n_text(sorted({int(p[3].ei["rounds"]) for p in pts
-                                          if isinstance(p[3].ei.get("rounds"), int)}), "rounds") + ", no samples"
-            else:
-                ns_text = _n_text(ns, unit)
-            label = f"{series}, {base_name(report)}: {ns_text}" if is_base else f"{series}: {ns_text}"
-            if marks:
-                label += "; " + failed_label(marks)
+            label = _series_label(report, series, pts, unit, is_base, marks)
             ax.plot(xs, ys, "--" if is_base else "-", marker="s" if is_base else "o", color=color, label=label,
                     alpha=0.75 if is_base else 1.0, markersize=4 if is_base else 5, linewidth=1.2 if is_base else 1.8)
-            banded = [(x, p[2]) for x, p in zip(xs, pts) if p[2]]
-            if len(banded) >= 2:
-                ax.fill_between([x for x, _ in banded], [s["lo"] for _, s in banded], [s["hi"] for _, s in banded],
-                                color=color, alpha=0.08 if is_base else 0.18, linewidth=0,
-                                hatch="//" if is_base else None)
-            elif len(banded) == 1:
-                x, s = banded[0]
-                ax.vlines(x, s["lo"], s["hi"], color=color, alpha=0.3, linewidth=6)
-            ci = [(x, y, p[2]["ci"]) for x, y, p in zip(xs, ys, pts) if p[2] and p[2]["ci"]]
-            if ci:
-                ax.errorbar([c[0] for c in ci], [c[1] for c in ci],
-                            yerr=[[max(0.0, c[1] - c[2][0]) for c in ci], [max(0.0, c[2][1] - c[1]) for c in ci]],
-                            fmt="none", ecolor=color, elinewidth=1.2, capsize=3, alpha=0.9)
+            _spread_marks(ax, xs, ys, pts, color, is_base)
             drawn += 1
             base_drawn += is_base
     context_axis(ax, contexts)
     ax.set_ylabel(ylabel)
-    positive = [v for v in values if v > 0]
-    if positive and max(positive) / min(positive) >= LOG_Y_SPAN:  # else the short contexts lie flat on 0
-        from matplotlib.ticker import FuncFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 100, 1000, not 10^2, 10^3
-        ax.set_ylabel(f"{ylabel}, log scale")
+    _log_y_if_wide(ax, values, ylabel)
     if drawn:
-        # below the axes: inside, with up to ten series, it covered the data
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+        legend_below(ax)
     else:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=10, wrap=True)
     if drawn and report.base is not None and not base_drawn:
@@ -169,9 +173,50 @@ def line_panel(report, ax, key: str, ylabel: str, cols: dict, empty: str = "no d
                 color="gray")
 
 
+def _series_label(report, series: str, pts: list, unit: str, is_base: bool, marks: list) -> str:
+    """A series' legend entry: its name, the n behind its medians, and its failed contexts."""
+    ns = [p[2]["n"] for p in pts if p[2]]
+    if not ns:  # no samples: say what n the summary came from (a paper's rounds)
+        ns_text = _n_text(sorted({int(p[3].ei["rounds"]) for p in pts
+                                  if isinstance(p[3].ei.get("rounds"), int)}), "rounds") + ", no samples"
+    else:
+        ns_text = _n_text(ns, unit)
+    label = f"{series}, {base_name(report)}: {ns_text}" if is_base else f"{series}: {ns_text}"
+    return label + ("; " + failed_label(marks) if marks else "")
+
+
+def _spread_marks(ax, xs: list, ys: list, pts: list, color, is_base: bool) -> None:
+    """A series' p10-p90 band (a bar at a single context) and the 95% CI of each median."""
+    banded = [(x, p[2]) for x, p in zip(xs, pts) if p[2]]
+    if len(banded) >= 2:
+        ax.fill_between([x for x, _ in banded], [s["lo"] for _, s in banded], [s["hi"] for _, s in banded],
+                        color=color, alpha=0.08 if is_base else 0.18, linewidth=0,
+                        hatch="//" if is_base else None)
+    elif len(banded) == 1:
+        x, s = banded[0]
+        ax.vlines(x, s["lo"], s["hi"], color=color, alpha=0.3, linewidth=6)
+    ci = [(x, y, p[2]["ci"]) for x, y, p in zip(xs, ys, pts) if p[2] and p[2]["ci"]]
+    if ci:
+        ax.errorbar([c[0] for c in ci], [c[1] for c in ci],
+                    yerr=[[max(0.0, c[1] - c[2][0]) for c in ci], [max(0.0, c[2][1] - c[1]) for c in ci]],
+                    fmt="none", ecolor=color, elinewidth=1.2, capsize=3, alpha=0.9)
+
+
+def _log_y_if_wide(ax, values: list[float], ylabel: str) -> None:
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) >= LOG_Y_SPAN:  # else the short contexts lie flat on 0
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 100, 1000, not 10^2, 10^3
+        ax.set_ylabel(f"{ylabel}, log scale")
+
+
 def context_axis(ax, contexts: set[int]) -> None:
     """The context x axis: log2 with a tick at each context where they span 4x or more."""
-    ax.set_xlabel("context (tokens)")
+    from pytest_moeperf.metrics.schema import key_header
+
+    ax.set_xlabel(key_header("context_tokens"))
     ax.grid(True, alpha=0.3)
     if contexts and max(contexts) / max(1, min(contexts)) >= 4:
         ax.set_xscale("log", base=2)
@@ -274,41 +319,48 @@ def _single(plt, report, key, ylabel, title, empty="no data"):
     return fig
 
 
-def _ttft(report, plt):
-    return _single(plt, report, "ttft_ms", "TTFT (ms)", "Time to first token vs context (prefill included)")
+def _head(key: str, unit: str | None = None) -> str:
+    """An axis label: the registry's header of the figure (schema.METRICS, REPORT_METRICS)."""
+    from pytest_moeperf.metrics.schema import VIEW_METRICS_BY_KEY
+
+    return VIEW_METRICS_BY_KEY[key].head(unit)
 
 
-def _tpot(report, plt):
-    return _single(plt, report, "tpot_ms", "TPOT (ms/token)", "Time per output token (decode) vs context",
-                   empty="no TPOT (ms/token) values")
+def draw_ttft(report, plt):
+    return _single(plt, report, "ttft_ms", _head("ttft_ms"), "Time to first token vs context (prefill included)")
 
 
-def _throughput(report, plt):
+def draw_tpot(report, plt):
+    return _single(plt, report, "tpot_ms", _head("tpot_ms"), "Time per output token (decode) vs context",
+                   empty=f"no {_head('tpot_ms')} values")
+
+
+def draw_throughput(report, plt):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4))
-    line_panel(report, a1, "decode_tokens_per_s", "decode throughput (tokens/s)", colors(report))
+    line_panel(report, a1, "decode_tokens_per_s", _head("decode_tokens_per_s"), colors(report))
     a1.set_title("Decode throughput (prefill excluded)")
-    line_panel(report, a2, "e2e_tokens_per_s", "E2E throughput (tokens/s)", colors(report))
+    line_panel(report, a2, "e2e_tokens_per_s", _head("e2e_tokens_per_s"), colors(report))
     a2.set_title("E2E throughput incl. prefill" + (" (paper's \"TPOT\")" if base_name(report) == "paper" else ""))
     return fig
 
 
-def _energy(report, plt):
-    return _single(plt, report, "j_per_1k_tokens", "energy (J / 1k tokens)",
+def draw_energy(report, plt):
+    return _single(plt, report, "j_per_1k_tokens", _head("j_per_1k_tokens"),
                    "Energy per 1k generated tokens vs context", empty=energy_reason(report))
 
 
-def _peak(report, plt):
+def draw_peak(report, plt):
     from pytest_moeperf.report.columns import mem_bytes
 
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     any_gpu = any(r.v("peak_allocated_bytes") is not None for r in report.largest())
     bar_panel(report, ax, lambda r: (mem_bytes(r) / 1e9) if r is not None and mem_bytes(r) is not None else None,
-              "peak allocated (GB)" if any_gpu else "peak memory: allocated or RSS (GB)", colors(report))
+              _head("peak_allocated_bytes" if any_gpu else "peak_memory_bytes", "GB"), colors(report))
     ax.set_title("Peak memory at the largest context")
     return fig
 
 
-def _ape(report, plt):
+def draw_ape(report, plt):
     from pytest_moeperf.metrics import derived
     from pytest_moeperf.report.columns import ape_decode, ape_e2e, ape_energy, ape_inv_ttft
 
@@ -319,11 +371,11 @@ def _ape(report, plt):
             return [v for v in values if v is not None]
         return get
 
-    e2e_label = "APE E2E (tokens/s/B)" + ("\npaper's APE-TPOT" if base_name(report) == "paper" else "")
+    e2e_label = _head("ape_e2e") + ("\npaper's APE-TPOT" if base_name(report) == "paper" else "")
     panels = [(ape_e2e, e2e_label, per_b("e2e_tokens_per_s", derived.ape_e2e)),
-              (ape_decode, "APE decode (tokens/s/B)", per_b("decode_tokens_per_s", derived.ape_tpot)),
-              (ape_inv_ttft, "APE-1/TTFT (1/s/B)", per_b("ttft_ms", derived.ape_inv_ttft)),
-              (ape_energy, "APE-energy (tokens/J/B)", per_b("tokens_per_j", derived.ape_energy))]
+              (ape_decode, _head("ape_tpot"), per_b("decode_tokens_per_s", derived.ape_tpot)),
+              (ape_inv_ttft, _head("ape_inv_ttft"), per_b("ttft_ms", derived.ape_inv_ttft)),
+              (ape_energy, _head("ape_energy"), per_b("tokens_per_j", derived.ape_energy))]
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     for ax, (get, label, samp) in zip(axes, panels):
         bar_panel(report, ax, lambda r, g=get: g(r) if r is not None else None, label, colors(report),
@@ -331,53 +383,3 @@ def _ape(report, plt):
                   samples=lambda r, s=samp: s(r) if r is not None and not r.is_paper else [])
     fig.suptitle("Active-parameter efficiency at the largest context")
     return fig
-
-
-def _memory(report, plt):
-    from pytest_moeperf.report import memory_plot
-
-    return memory_plot.draw(report, plt)
-
-
-_BASE = " The baseline is dashed (its band hatched where it has samples; the paper has none)."
-PLOTS: list[PlotSpec] = [
-    PlotSpec("ttft_vs_context.png", "TTFT vs context", SPREAD_CAPTION + _BASE, _ttft),
-    PlotSpec("tpot_vs_context.png", "TPOT vs context", SPREAD_CAPTION + _BASE, _tpot),
-    PlotSpec("decode_tps_vs_context.png", "Throughput vs context (decode; E2E incl. prefill)",
-             SPREAD_CAPTION + _BASE, _throughput),
-    PlotSpec("j_per_1k_vs_context.png", "Energy per 1k tokens vs context", SPREAD_CAPTION + _BASE, _energy),
-    PlotSpec("peak_vram.png", "Peak memory at the largest context",
-             "One value per case: the allocator peak over all measured rounds (CPU: peak RSS), so no spread. "
-             "Baseline hatched.", _peak),
-    PlotSpec("memory_vs_context.png", "Memory vs context",
-             "One value per case (the allocator peak over all measured rounds; the KV cache after the last token), "
-             "so no spread. Left: allocator peak (solid) and weights (dotted). Right: KV cache from the analytic "
-             "formula (line) and read from the cache object (open circles); log axes. Crosses: failed cases, with "
-             "their reason. The run only (no baseline).", _memory),
-    PlotSpec("ape.png", "Active-parameter efficiency at the largest context",
-             "Bars: the case's APE from its medians. Error bars: 95 % bootstrap interval of the median of the "
-             "per-round values divided by the active parameters; above each bar the number of rounds (APE-energy: "
-             "energy windows). Baseline hatched.", _ape),
-]
-
-
-def write_plots(report, out: Path, specs: list[PlotSpec] | None = None) -> list[tuple[PlotSpec, Path]]:
-    """Draw every plot that has something to show into ``out``; returns (spec, path) of each written."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    written = []
-    for spec in PLOTS if specs is None else specs:
-        fig = spec.draw(report, plt)
-        if fig is None:
-            continue
-        fig.tight_layout()
-        path = Path(out) / spec.file
-        # bbox tight: the legends below the axes stay in the picture; no timestamp in the PNG, so a
-        # regenerated report is byte-identical when nothing changed
-        fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
-        plt.close(fig)
-        written.append((spec, path))
-    return written

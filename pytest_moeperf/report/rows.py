@@ -2,89 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_moeperf.model.cases import DEFAULTS
-from pytest_moeperf.report.report_format import DASH
+from pytest_moeperf.report.failed_cases import failed_rows
+from pytest_moeperf.metrics.formats import DASH
+from pytest_moeperf.report.row import Row, _DTYPE_ALIASES, _num
 from pytest_moeperf.metrics.schema import METRICS
-
-ABLATION_TABLES = ("9", "10", "11", "12")
-
-
-# --------------------------------------------------------------------------------------------
-# loading
-
-_DTYPE_ALIASES = {"bfloat16": "bf16", "torch.bfloat16": "bf16", "float16": "fp16", "half": "fp16",
-                  "torch.float16": "fp16", "float32": "fp32", "float": "fp32", "torch.float32": "fp32"}
-
-
-def _num(x) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-@dataclass
-class Row:
-    case_id: str
-    model: str
-    context: int | None
-    new_tokens: int | None
-    axes: dict
-    extra_tokens: tuple  # variants beyond the Case axes (tensor parallel: ("tp2",))
-    ei: dict
-    stats: dict
-    series: str = ""
-
-    def v(self, key: str) -> float | None:
-        return _num(self.ei.get(key))
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.ei.get("failed"))
-
-    @property
-    def error(self) -> str:
-        err = self.ei.get("error")
-        return str(err).splitlines()[0] if err else "failed"
-
-    @property
-    def paper_table(self) -> str | None:
-        t = self.ei.get("paper_table")
-        return str(t) if t is not None else None
-
-    @property
-    def is_paper(self) -> bool:
-        return self.ei.get("source") == "paper"
-
-    @property
-    def variant_axes(self) -> frozenset:
-        return frozenset(k for k, default in DEFAULTS.items() if self.axes.get(k, default) != default)
-
-    @property
-    def core(self) -> bool:
-        # default axes, no unknown id suffix, and not a row of one of the paper's ablation tables
-        # (a paper baseline files Table 10's 4096-token row under its plain id)
-        return not self.variant_axes and not self.extra_tokens and self.paper_table not in ABLATION_TABLES
-
-    @property
-    def active_b(self) -> float | None:
-        a = self.v("params_active")
-        return a / 1e9 if a else None
-
-    @property
-    def moe(self) -> bool:
-        arch = str(self.ei.get("architecture") or "").lower()
-        if arch:
-            return "moe" in arch
-        total, active = self.v("params_total"), self.v("params_active")
-        return bool(total and active and active < total)
-
+from pytest_moeperf.results.documents import CASE, SERVING, benchmark_kind, read_document  # noqa: F401  (read_document: runs.py)
 
 def _case_id(bench: dict) -> str:
     # the parametrize id (pytest-benchmark's "param") is the case id of cases.py
@@ -172,46 +98,18 @@ def _assign_series(rows: list[Row]) -> None:
         r.series = r.model if len(news[r.model]) <= 1 else f"{r.model} (n={r.new_tokens})"
 
 
-def _serving_benches(path) -> list[dict]:
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []  # load_results names the problem
-    from pytest_moeperf.serving.report import is_serving
-
-    benches = doc.get("benchmarks") if isinstance(doc, dict) else None
-    if not isinstance(benches, list):
-        return []  # load_results names the problem ({"benchmarks": true} was a TypeError)
-    return [b for b in benches if isinstance(b, dict) and is_serving(b)]
+def is_harness(bench: dict) -> bool:
+    """A benchmark of the harness itself (benchmarks/test_serving_harness.py: the load generator against
+    a stub), not of a model: the report lists it apart."""
+    ei = bench.get("extra_info")
+    return isinstance(ei, dict) and "harness_point" in ei
 
 
-def read_document(path) -> dict:
-    """A pytest-benchmark JSON document's top level; ValueError (one line, naming the file) if unusable."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{p}: is a directory, not a JSON file") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{p}: not a text (UTF-8) file") from None
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read ({exc.strerror or exc})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        from pytest_moeperf.results.results_log import looks_like_results_log
-
-        if looks_like_results_log(text):
-            raise ValueError(f"{p}: a results log (JSON lines), not a run; rebuild the run with python -m "
-                             f"pytest_moeperf results {p} --json run.json and give run.json") from None
-        raise ValueError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{p}: not a pytest-benchmark document (top level is not an object)")
-    if not isinstance(doc.get("benchmarks"), list):
-        raise ValueError(f"{p}: no 'benchmarks' list (is this a pytest-benchmark --benchmark-json file?)")
-    return doc
+def split_benches(doc: dict) -> tuple[list[dict], list[dict]]:
+    """(serving load points, harness benchmarks) of a document; the rest are cases (:func:`results_of`)."""
+    benches = [b for b in doc["benchmarks"] if isinstance(b, dict)]
+    return ([b for b in benches if benchmark_kind(b) == SERVING],
+            [b for b in benches if benchmark_kind(b) == CASE and is_harness(b)])
 
 
 def load_results(path, allow_empty: bool = False) -> Results:
@@ -221,11 +119,9 @@ def load_results(path, allow_empty: bool = False) -> Results:
 
 def results_of(p: str, doc: dict, allow_empty: bool = False) -> Results:
     """The report rows of a document: its benchmarks, then its failed cases (``moeperf_failed``)."""
-    from pytest_moeperf.report.failed_cases import failed_rows
-
     benches = doc["benchmarks"]
-    # serving load points (extra_info["load_point"]) have their own section (serving/report.py)
-    rows = [_row(b) for b in benches if isinstance(b, dict) and "load_point" not in (b.get("extra_info") or {})]
+    # serving load points (serving_view.py) and harness benchmarks have their own sections
+    rows = [_row(b) for b in benches if isinstance(b, dict) and benchmark_kind(b) == CASE and not is_harness(b)]
     rows += failed_rows(doc)
     if not rows and not allow_empty:
         raise ValueError(f"{p}: no benchmarks")

@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
-import math
-
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from pytest_moeperf.model.cases import DEFAULTS
-from pytest_moeperf.report.report_format import DASH, split_table
-from pytest_moeperf.metrics.schema import METRICS
-from pytest_moeperf.report.columns import COL, Col, GB, GiB, _change, _fmt, _key, _pct, _sig, _table, ape_decode, ape_e2e, ape_energy, ape_inv_ttft, decode_per_gb, e2e_per_gb, mem_bytes, metric_col
-from pytest_moeperf.report.rows import Results, Row, _num
-from pytest_moeperf.report.context_tables import ContextTables
+from pytest_moeperf.metrics.formats import DASH, bytes_unit
+from pytest_moeperf.report.report_format import split_table
+from pytest_moeperf.metrics.schema import METRICS, REPORT_METRICS, key_header
+from pytest_moeperf.report.columns import COL, Col, _change, _pct, _table, ape_decode, ape_e2e, ape_energy, ape_inv_ttft, bytes_col, decode_per_gb, e2e_per_gb, mem_bytes, metric_col
+from pytest_moeperf.report.rows import Results, Row
+from pytest_moeperf.report import ablation_tables as abl
+from pytest_moeperf.report import context_tables as ctx
 from pytest_moeperf.report.failed_cases import failed_text
-from pytest_moeperf.report.runs import runs_table
+from pytest_moeperf.report.runs import run_facts, runs_table
+from pytest_moeperf.report.scatter import scatter_note
+from pytest_moeperf.report.report_plots import PALETTE
 
 
 def _plot_files() -> tuple[str, ...]:
-    from pytest_moeperf.report.report_plots import PLOTS
+    from pytest_moeperf.report.plot_list import PLOTS
 
     return tuple(spec.file for spec in PLOTS)
 
 
 PLOT_FILES = _plot_files()
+# a plot shows at most this many models: the palette's colours, one per model; past it the lines are
+# not told apart and drawing them takes minutes (10,000 cases)
+MAX_PLOTTED_MODELS = len(PALETTE)
 
 
 # --------------------------------------------------------------------------------------------
 # the report
 
 
-class Report(ContextTables):
+class Report:
     def __init__(self, results: Results, baseline: Results | None = None):
         self.res = results
         self.base = baseline
@@ -54,17 +58,20 @@ class Report(ContextTables):
         return self.base.by_id.get(r.case_id)
 
     def core_rows(self, results: Results | None = None) -> list[Row]:
+        """Core rows by series (in run order), then context; computed once per document (every table reads them)."""
         res = results or self.res
-        order = {name: i for i, name in enumerate(dict.fromkeys(r.series for r in res.rows))}
-        return sorted((r for r in res.rows if r.core and r.context is not None),
-                      key=lambda r: (order[r.series], r.context))
+        cache = self.__dict__.setdefault("_core_rows", {})
+        if id(res) not in cache:
+            order = {name: i for i, name in enumerate(dict.fromkeys(r.series for r in res.rows))}
+            cache[id(res)] = sorted((r for r in res.rows if r.core and r.context is not None),
+                                    key=lambda r: (order[r.series], r.context))
+        only = self.__dict__.get("_plotted_models")  # while drawing: the models the plots show
+        return [r for r in cache[id(res)] if only is None or r.model in only]
 
     def series_names(self) -> list[str]:
-        names: list[str] = []
-        for r in self.res.rows:
-            if r.series not in names:
-                names.append(r.series)
-        return names
+        if "_series_names" not in self.__dict__:
+            self._series_names = list(dict.fromkeys(r.series for r in self.res.rows))
+        return list(self._series_names)
 
     def largest(self, results: Results | None = None) -> list[Row]:
         """One core row per model at the largest context all models share (else each model's largest)."""
@@ -77,9 +84,14 @@ class Report(ContextTables):
         return [rows[max(common)] if common else rows[max(rows)] for rows in per.values()]
 
     def model_cell(self, r: Row, mark: bool = True) -> str:
+        """The model, marked ✗ when the case failed and ⚠ when its rounds scatter more than the gate can use."""
         text = r.series
         if r.failed and mark:
             text += " ✗" + self.note(f"`{r.case_id}` failed: {r.error}")
+        elif mark:
+            note = scatter_note(r)
+            if note:
+                text += " ⚠" + self.note(note)
         return text
 
     def value_cell(self, r: Row, col: Col, value: float | None) -> str:
@@ -138,83 +150,18 @@ class Report(ContextTables):
         return out + [""]
 
     # ---- header ----------------------------------------------------------------------------
-    def _meta(self, res: Results) -> dict[str, str]:
-        mi, ci = res.machine, res.commit
-        gpu = mi.get("gpu")
-        gpu_text = DASH
-        driver = DASH
-        if isinstance(gpu, dict):
-            gpu_text = str(gpu.get("name") or DASH)
-            mem = _num(gpu.get("memory_total_bytes"))
-            if mem:
-                gpu_text += f" ({mem / GiB:.1f} GiB)"
-            if gpu.get("source"):
-                gpu_text += f"; source: {gpu['source']}"
-            driver = str(gpu.get("driver") or DASH)
-        elif isinstance(gpu, str) and gpu:
-            gpu_text = gpu
-        else:
-            names = {str(r.ei.get("device_name")) for r in res.rows if r.ei.get("device_name")}
-            if names:
-                gpu_text = "none (" + ", ".join(sorted(names)) + ")"
-            elif mi.get("moeperf_device"):
-                gpu_text = f"none ({mi['moeperf_device']})"
-
-        def version(name: str) -> str:
-            for key in (f"{name}_version", name):
-                if mi.get(key):
-                    return str(mi[key])
-            for key, val in mi.items():
-                if isinstance(val, dict):
-                    for k2 in (f"{name}_version", name):
-                        if isinstance(val.get(k2), (str, int, float)):
-                            return str(val[k2])
-            return DASH
-
-        commit = DASH
-        if ci.get("id"):
-            commit = str(ci["id"])[:12]
-            extras = [str(ci["branch"])] if ci.get("branch") else []
-            if ci.get("dirty"):
-                extras.append("dirty")
-            if extras:
-                commit += " (" + ", ".join(extras) + ")"
-        elif ci.get("paper"):
-            commit = f"none ({ci['paper']})"
-        rounds = sorted({int(x) for r in res.rows for x in (r.ei.get("rounds"), r.stats.get("rounds"))
-                         if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)})
-        failed = sum(r.failed for r in res.rows)
-        models = []
-        for r in res.rows:
-            if r.model not in models:
-                models.append(r.model)
-        return {
-            "File": f"`{res.path}`",
-            "Source": "paper (transcribed)" if res.is_paper else "pytest-moeperf run",
-            "GPU": gpu_text,
-            "Driver": driver,
-            "CUDA": version("cuda"),
-            "torch": version("torch"),
-            "transformers": version("transformers"),
-            "pytest-moeperf": version("moeperf"),
-            "Python": str(mi.get("python_version") or DASH),
-            "Commit": commit,
-            "Date": str(res.doc.get("datetime") or DASH),
-            "pytest-benchmark": str(res.doc.get("version") or DASH),
-            "Cases": f"{len(res.rows)}" + (f" ({failed} failed)" if failed else ""),
-            "Rounds": ", ".join(map(str, rounds)) or DASH,
-            "Models": ", ".join(models),
-        }
+    def title(self) -> str:
+        return "# pytest-moeperf report: MoE vs dense deployment metrics"
 
     def header(self) -> list[str]:
-        out = ["# pytest-moeperf report: MoE vs dense deployment metrics", "",
-               "Generated by `python -m pytest_moeperf report` from the benchmark JSON alone"
-               + (" and a baseline." if self.base else "."), "", "## Run", ""]
-        run = self._meta(self.res)
+        """The run's metadata (and the baseline's) under "## Run"."""
+        out = ["## Run", "", "Generated by `python -m pytest_moeperf report` from the benchmark JSON alone"
+               + (" and a baseline." if self.base else "."), ""]
+        run = run_facts(self.res)
         if self.base is None:
             out += _table(["", "Run"], [[k, v] for k, v in run.items()])
         else:
-            base = self._meta(self.base)
+            base = run_facts(self.base)
             out += _table(["", "Run", "Baseline"], [[k, v, base[k]] for k, v in run.items()])
             note = self.base.commit.get("note")
             if note:
@@ -232,16 +179,16 @@ class Report(ContextTables):
     # ---- Tables 1-8 ------------------------------------------------------------------------
     def _keys(self, *names: str) -> list[tuple[str, Callable[[Row], str]]]:
         fns = {
-            "Model": self.model_cell,
-            "Context (tokens)": lambda r: str(r.context) if r.context is not None else DASH,
-            "New tokens": lambda r: str(r.new_tokens) if r.new_tokens is not None else DASH,
-            "Case": lambda r: f"`{r.case_id}`",
+            "model": self.model_cell,
+            "context_tokens": lambda r: str(r.context) if r.context is not None else DASH,
+            "new_tokens": lambda r: str(r.new_tokens) if r.new_tokens is not None else DASH,
+            "case": lambda r: f"`{r.case_id}`",
         }
-        return [(n, fns[n]) for n in names]
+        return [(key_header(n), fns[n]) for n in names]
 
     def table1(self) -> list[str]:
         rows = self.largest()
-        keys = self._keys("Model", "Context (tokens)", "New tokens")
+        keys = self._keys("model", "context_tokens", "new_tokens")
         out = ["### Table 1: Latency at the largest context", "",
                "Per model at the largest core context all models share" + (" (the paper: 2048 tokens, 64 new "
                "tokens)" if self.paper_side() else "") + ". TTFT includes prefill.", ""]
@@ -259,174 +206,64 @@ class Report(ContextTables):
         kind = "peak allocated" if any_gpu or not any_rss else "peak RSS"
         name = moe.series if moe is not None else "MoE"
 
+        # each column in the decimal unit that fits it (a CPU model of 330 kB is not 0.00 GB); the baseline
+        # stores bytes (a paper's MiB are converted, not re-labelled)
+        unit, size = bytes_unit([mem_bytes(r) for r in rows])
+
         def delta(r):
             m = mem_bytes(r)
-            return None if m is None or moe_mem is None else (m - moe_mem) / GB
+            return None if m is None or moe_mem is None else m - moe_mem
 
         def less(r):
             m = mem_bytes(r)
             return None if m is None or moe_mem is None or not m else (m - moe_mem) / m * 100.0
 
-        # decimal GB throughout (the baseline stores bytes: a paper's MiB are converted, not re-labelled)
-        cols = [Col("Weights (GB)", _key("weights_bytes", 1 / GB), _fmt(2)),
-                Col("Peak allocated (GB)", _key("peak_allocated_bytes", 1 / GB), _fmt(2)),
-                Col("Peak reserved (GB)", _key("peak_reserved_bytes", 1 / GB), _fmt(2)),
-                Col("KV cache, analytic (MB)", _key("kv_cache_bytes", 1e-6), _fmt(1), short="KV cache (MB)")]
+        cols = [bytes_col(key, rows) for key in ("weights_bytes", "peak_allocated_bytes", "peak_reserved_bytes",
+                                                 "kv_cache_bytes")]
         if any_rss:
-            cols.append(Col("Peak RSS (GB)", _key("peak_rss_bytes", 1 / GB), _fmt(2)))
-        cols += [Col(f"Δ vs {name} (GB)", delta, _fmt(2), compare=False),
-                 Col(f"% less for {name} vs this model", less, _fmt(2), compare=False)]
+            cols.append(bytes_col("peak_rss_bytes", rows))
+        cols += [bytes_col("memory_vs_ref_bytes", get=delta, unit=unit, names={"ref": name}, compare=False),
+                 metric_col("memory_less_for_ref_pct", less, names={"ref": name}, compare=False)]
         out = ["### Table 5: Peak memory at the largest context", "",
                f"Allocator peak with the KV cache alive (CPU runs: peak RSS). Δ and % less use the {kind} of "
                f"the MoE model ({name}); % less divides by this model's memory, as in the paper.", ""]
-        return out + self.metric_table(rows, self._keys("Model", "Context (tokens)"), cols)
+        return out + self.metric_table(rows, self._keys("model", "context_tokens"), cols)
 
     def table6(self) -> list[str]:
         out = ["### Table 6: Energy at the largest context", "",
                "Gross board energy per measured generate() (prefill included); the paper's \"Tokens/W\" is "
                "tokens/J.", ""]
         cols = [COL["decode"], COL["e2e"], COL["energy"], COL["tpj"], COL["j1k"]]
-        return out + self.metric_table(self.largest(), self._keys("Model", "Context (tokens)"), cols)
+        return out + self.metric_table(self.largest(), self._keys("model", "context_tokens"), cols)
 
     def table8(self) -> list[str]:
         out = ["### Table 8: Active-parameter efficiency (APE) at the largest context", "",
                "APE divides by active parameters in billions (B). Ours divides decode throughput; the paper's "
                "APE-TPOT and TPOT/GB divide its E2E \"TPOT\" (prefill included), so a paper baseline is "
                "compared with the E2E columns.", ""]
-        cols = [Col("Active params (B)", lambda r: r.active_b, _sig, compare=False),
+        cols = [metric_col("params_active_b", lambda r: r.active_b, compare=False),
                 metric_col("ape_tpot", ape_decode),
-                Col("APE E2E (tokens/s/B)", ape_e2e, _sig, paper_name="APE-TPOT"),
+                metric_col("ape_e2e", ape_e2e),
                 metric_col("ape_inv_ttft", ape_inv_ttft),
-                Col("APE-energy (tokens/J/B)", ape_energy, _sig, energy=True),
+                metric_col("ape_energy", ape_energy, energy=True),
                 metric_col("tokens_per_s_per_gb", decode_per_gb),
-                Col("E2E per peak GB (tokens/s/GB)", e2e_per_gb, _sig, paper_name="TPOT/GB")]
-        lines = self.metric_table(self.largest(), self._keys("Model", "Context (tokens)"), cols)
+                metric_col("e2e_tokens_per_s_per_gb", e2e_per_gb)]
+        lines = self.metric_table(self.largest(), self._keys("model", "context_tokens"), cols)
         if self.base is not None and self.base.is_paper:
             lines.insert(-1, "")
             lines.insert(-1, "_The paper's TPOT/GB divides by its Peak VRAM \"MB\"/1000, which are MiB: per "
                              "1000 MiB = 1.049 GB, about 4.9% lower than per decimal GB._")
         return out + lines
 
-    # ---- Tables 9-12 (ablations) -----------------------------------------------------------
-    def _ablation_groups(self, axis: str, table: str) -> list[tuple[Row, list[Row]]]:
-        """[(reference row or None, [variant rows])] for cases differing from core only in ``axis``."""
-        default = DEFAULTS[axis]
-        groups: dict[tuple, list[Row]] = defaultdict(list)
-        refs: dict[tuple, Row] = {}
-        for r in self.res.rows:
-            key = (r.series, r.context, r.new_tokens)
-            tagged = r.paper_table == table
-            if r.variant_axes == frozenset({axis}) and (not r.extra_tokens or tagged):
-                groups[key].append(r)
-            elif tagged and not r.variant_axes and r.axes.get(axis, default) == default:
-                refs[key] = r
-        out = []
-        for key, variants in groups.items():
-            ref = refs.get(key)
-            if ref is None:
-                ref = next((r for r in self.core_rows() if (r.series, r.context, r.new_tokens) == key), None)
-            out.append((ref, variants))
-        return out
-
-    def _ablation_table(self, title: str, intro: str, axis: str, table: str, label: str,
-                        cols: list[Col], ref_delta: bool = True, status: bool = False) -> list[str]:
-        groups = self._ablation_groups(axis, table)
-        if not groups:
-            return []
-        out = [title, "", intro, ""]
-        rows: list[Row] = []
-        refs: dict[str, Row | None] = {}
-        for ref, variants in groups:
-            for r in ([ref] if ref is not None else []) + variants:
-                rows.append(r)
-                refs[r.case_id] = ref
-
-        def delta(key):
-            def get(r: Row):
-                ref = refs.get(r.case_id)
-                return None if ref is None else _change(r.v(key), ref.v(key))
-            return get
-
-        keys = [(label, lambda r: str(r.ei.get("paper_label") or r.axes.get(axis, DEFAULTS[axis]))),
-                ("Model", lambda r: self.model_cell(r, mark=not status)),
-                ("Context (tokens)", lambda r: str(r.context))]
-        if status:
-            keys.append(("Status", lambda r: ("not run" if r.ei.get("not_run") else "failed") if r.failed
-                         else "ok"))
-        all_cols = list(cols)
-        if ref_delta:
-            default = DEFAULTS[axis]
-            all_cols += [Col(f"Δ decode vs {default} (%)", delta("decode_tokens_per_s"), _pct, compare=False),
-                         Col(f"Δ E2E vs {default} (%)", delta("e2e_tokens_per_s"), _pct, compare=False)]
-        lines = self.metric_table(rows, keys, all_cols, table=table)
-        if status:
-            errs = [f"`{r.case_id}`: {r.error}" for r in rows if r.failed]
-            if errs:
-                lines.insert(-1, "")
-                lines.insert(-1, "Errors: " + "; ".join(errs) + ".")
-        return out + lines
-
-    def table9(self) -> list[str]:
-        return self._ablation_table(
-            "### Table 9: Decoding (greedy vs sampling)",
-            "Same model, context and token count; Δ relative to greedy (sampled cases still generate exactly n "
-            "tokens).", "decoding", "9", "Decoding",
-            [COL["decode"], COL["e2e"], COL["e2e_p50"], COL["tpot"]])
-
-    def table10(self) -> list[str]:
-        tagged = [r for r in self.res.rows if r.paper_table == "10"]
-        if tagged:
-            rows = sorted(tagged, key=lambda r: (r.series, r.context))
-        else:
-            per: dict[str, list[Row]] = defaultdict(list)
-            for r in self.core_rows():
-                per[r.series].append(r)
-            rows = [r for rs in per.values() if len(rs) >= 3 for r in rs]
-        if not rows:
-            return []
-        first: dict[str, Row] = {}
-        for r in rows:
-            if r.series not in first or r.context < first[r.series].context:
-                first[r.series] = r
-
-        def delta(key):
-            return lambda r: _change(r.v(key), first[r.series].v(key))
-
-        cols = [COL["e2e"], Col("Δ E2E vs smallest (%)", delta("e2e_tokens_per_s"), _pct, compare=False),
-                COL["decode"], Col("Δ decode vs smallest (%)", delta("decode_tokens_per_s"), _pct, compare=False),
-                COL["ttft"], COL["tpot"]]
-        out = ["### Table 10: Context-length scaling (greedy)", "",
-               "Δ relative to each model's smallest context in this table (the paper's Table 10: 512 tokens).", ""]
-        return out + self.metric_table(rows, self._keys("Model", "Context (tokens)"), cols, table="10")
-
-    def table11(self) -> list[str]:
-        return self._ablation_table(
-            "### Table 11: Numeric precision", "Failed cases are listed with their error.", "dtype", "11",
-            "Precision", [COL["decode"], COL["e2e"], COL["peak_gb"]], status=True)
-
-    def table12(self) -> list[str]:
-        return self._ablation_table(
-            "### Table 12: Serving stack (eager vs static cache + torch.compile)",
-            "eager: dynamic KV cache; static: static cache with the compiled decode step.", "backend", "12",
-            "Backend", [COL["ttft"], COL["tpot"], COL["decode"], COL["e2e"], COL["e2e_p50"]], status=True)
-
-    def other_cases(self) -> list[str]:
-        rest = [r for r in self.res.rows if r.case_id not in self.shown]
-        if not rest:
-            return []
-        out = ["### Other cases", "", "Cases not shown in the tables above.", ""]
-        cols = [COL["ttft"], COL["tpot"], COL["decode"], COL["e2e"], COL["peak_gb"], COL["j1k"]]
-        keys = self._keys("Case") + [("Status", lambda r: r.error if r.failed else "ok")]
-        return out + self.metric_table(rest, keys, cols)
-
     # ---- definitions, plots, footnotes -----------------------------------------------------
     def definitions(self) -> list[str]:
         out = ["## Definitions", "", "From `pytest_moeperf.metrics.schema.METRICS`.", ""]
         out += _table(["Metric", "Unit", "Better", "Definition"],
                       [[f"`{m.key}`", m.unit, m.direction, m.definition] for m in METRICS])
-        out += ["", "Derived in this report: *APE E2E* = e2e_tokens_per_s / active B (the paper's APE-TPOT); "
-                "*E2E per peak GB* = e2e_tokens_per_s / peak memory in GB (the paper's TPOT/GB); Δ % = "
-                "(new − old) / old × 100.", ""]
+        out += ["", "Derived in this report (`schema.REPORT_METRICS`; `{ref}` is named in each header); Δ % "
+                "against a baseline = (new − old) / old × 100.", ""]
+        out += _table(["Figure", "Unit", "Definition"], [[f"`{m.key}`", m.unit, m.definition] for m in REPORT_METRICS])
+        out.append("")
         if self.base is not None and self.base.is_paper:
             defs = next((r.ei.get("paper_definitions") for r in self.base.rows
                          if isinstance(r.ei.get("paper_definitions"), dict)), None)
@@ -437,43 +274,62 @@ class Report(ContextTables):
         return out
 
     def plots_section(self) -> list[str]:
-        from pytest_moeperf.report.report_plots import PLOTS
+        from pytest_moeperf.report.plot_list import PLOTS
 
         specs = self.plots_written if self.plots_written is not None else PLOTS
         if not specs:
             return []
         out = ["## Plots", ""]
+        models = list(dict.fromkeys(r.model for r in self.res.rows))
+        if len(models) > MAX_PLOTTED_MODELS:
+            out += [f"_The plots show the first {MAX_PLOTTED_MODELS} of the run's {len(models)} models (one colour "
+                    "each); the tables above hold every model._", ""]
         for spec in specs:
             out += [f"![{spec.title}]({spec.file})", "", f"_{spec.caption}_", ""]
         return out
 
-    def markdown(self) -> str:
-        lines = self.header()
-        lines += ["## Tables 1–8 (core matrix)", ""]
-        for fn in (self.table1, self.table2, self.table3, self.table4, self.table5, self.memory_table, self.table6,
-                   self.table7, self.table8):
-            lines += fn()
+    def case_sections(self) -> list[str]:
+        """Tables 1-8 and, where the run has them, the ablations (Tables 9-12, other cases)."""
+        lines = ["## Tables 1–8 (core matrix)", ""]
+        for fn in CORE_TABLES:
+            lines += fn(self)
         ablations = []
-        for fn in (self.table9, self.table10, self.table11, self.table12, self.other_cases):
-            ablations += fn()
+        for fn in ABLATION_TABLES:
+            ablations += fn(self)
         if ablations:
             lines += ["## Ablations (Tables 9–12)", ""] + ablations
-        lines += self.plots_section()
-        lines += self.definitions()
-        if self.footnotes:
-            lines += ["## Notes", ""]
-            lines += [f"[^{n}]: {text}" for text, n in self.footnotes.items()]
-            lines.append("")
-        return "\n".join(lines)
+        return lines
+
+    def footnote_lines(self) -> list[str]:
+        """The footnotes' texts; markdown renders them at the page's end under their own rule (no heading)."""
+        return [f"[^{n}]: {text}" for text, n in self.footnotes.items()] + ([""] if self.footnotes else [])
+
+    def markdown(self) -> str:
+        """The whole report of the cases alone (summary.compose adds serving load points where there are)."""
+        from pytest_moeperf.report.summary import compose
+
+        return compose(self, [])
 
     # ---- plots ---------------------------------------------------------------------------
     def write_plots(self, out: Path) -> list[Path]:
-        """Draw the plots (report_plots.PLOTS) into ``out``; the markdown then lists those written."""
-        from pytest_moeperf.report.report_plots import write_plots
+        """Draw the plots (plot_list.PLOTS) into ``out``; the markdown then lists those written."""
+        from pytest_moeperf.report.plot_list import write_plots
 
-        written = write_plots(self, out)
+        models = list(dict.fromkeys(r.model for r in self.res.rows))
+        self._plotted_models = set(models[:MAX_PLOTTED_MODELS]) if len(models) > MAX_PLOTTED_MODELS else None
+        try:
+            written = write_plots(self, out)
+        finally:
+            self._plotted_models = None
         self.plots_written = [spec for spec, _ in written]
         return [path for _, path in written]
 
 
-__all__ = ["Report", "PLOT_FILES"]
+# The tables in the page's order, each f(report) -> markdown lines ([] when the run has nothing for it):
+# a list of specs, not a class hierarchy; context_tables.py holds the tables over context,
+# ablation_tables.py the ablations (Tables 9-12) and the cases no table showed.
+CORE_TABLES = [Report.table1, ctx.table2, ctx.table3, ctx.table4, Report.table5, ctx.memory_table, Report.table6,
+               ctx.table7, Report.table8]
+ABLATION_TABLES = [abl.table9, abl.table10, abl.table11, abl.table12, abl.other_cases]
+
+__all__ = ["Report", "PLOT_FILES", "CORE_TABLES", "ABLATION_TABLES"]

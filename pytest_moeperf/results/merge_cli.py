@@ -5,34 +5,24 @@ Benchmarks are concatenated in file order; where two files hold the same benchma
 result clears an earlier failure and the other way round). Each benchmark keeps the GPU it
 ran on (``extra_info.gpu_uuid``, filled from its file's ``machine_info`` when missing).
 ``machine_info`` is the first file's; ``moeperf_sources`` lists the files in order.
-The merge is ``results_log.to_benchmark_document``: each file is fed to it as a session
+The merge is ``log_document.to_benchmark_document``: each file is fed to it as a session
 record followed by its cases and failures, so a merge behaves like one results log.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from pytest_moeperf.results.results_log import to_benchmark_document
-
-
-def _read(path: str) -> dict:
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); give a --benchmark-json file") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise ValueError(f"{path}: no 'benchmarks' list (not a pytest-benchmark JSON document)")
-    return doc
+from pytest_moeperf.results.documents import read_document
+from pytest_moeperf.results.log_document import to_benchmark_document
+from pytest_moeperf.results.results_log import json_text
 
 
 def combine(paths: list[str]) -> dict:
     records, docs = [], []
     for path in paths:
-        doc = _read(path)
+        doc = read_document(path)
         docs.append(doc)
         records.append({"type": "session", "machine_info": doc.get("machine_info") or {}})
         records += [{"type": "case", "benchmark": b} for b in doc["benchmarks"]]
@@ -51,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     merged = combine(args.inputs)
-    Path(args.output).write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    from pytest_moeperf.results.outputs import write_atomic
+
+    write_atomic(args.output, json_text(merged) + "\n")
     print(f"wrote {args.output}: {len(merged['benchmarks'])} benchmarks, "
           f"{len(merged['moeperf_failed'])} failed, from {len(args.inputs)} files", file=sys.stderr)
     return 0

@@ -9,15 +9,18 @@ from them, which the gate and the report read like any other run.
 from __future__ import annotations
 
 import json
+import math
 import os
-import sys
 from datetime import datetime, timezone
+from typing import Iterable, Iterator
+
+from pytest_moeperf.results.documents import CASE, RECORD_TYPES, benchmark_kind
 
 
 FINGERPRINT_FIELDS = ("rounds", "warmup_rounds", "energy_window_s", "energy_windows", "weights", "seed", "gpu",
-                      "device", "warmup_s", "gc")
+                      "device", "warmup_s", "gc", "static_cache")
 # added after logs were written: in the print only when set off their default, so earlier logs keep theirs
-LATER_FIELDS = ("warmup_s", "gc")
+LATER_FIELDS = ("warmup_s", "gc", "static_cache")
 
 
 def options_settings(options) -> dict:
@@ -40,11 +43,21 @@ def options_fingerprint(options) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
+class LogWriteError(OSError):
+    """A record that could not be appended (a full disk ...): one line naming the log."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class ResultsLog:
     def __init__(self, path: str, fingerprint: str | None = None, settings: dict | None = None):
         self.path = path
         self.fingerprint = fingerprint
         self.settings = settings
+        # called with the LogWriteError; when it returns True the error is handled there (the pytest
+        # plugin stops the run after the current test) and not raised
+        self.on_write_error = None
         parent = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -53,6 +66,16 @@ class ResultsLog:
 
     def _append(self, record: dict) -> None:
         line = json.dumps(record, default=_json_default)
+        try:
+            self._write_line(line)
+        except OSError as exc:
+            err = LogWriteError(exc.errno, f"--moeperf-results {self.path}: cannot append a record "
+                                           f"({exc.strerror or exc})")
+            if self.on_write_error is not None and self.on_write_error(err):
+                return
+            raise err from None
+
+    def _write_line(self, line: str) -> None:
         with open(self.path, "a+b") as fh:
             # a crash mid-write leaves a torn last line: start on a fresh line so the torn
             # record stays one unreadable line and this one stays readable
@@ -84,6 +107,19 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def json_text(doc) -> str:
+    """A whole document as strict JSON: a NaN or infinite number (a ratio of nothing, an unset
+    figure) is written as null, never as the literal NaN that JSON does not allow and other tools
+    refuse; docs/metrics.md says so."""
+    from pytest_moeperf.results.outputs import finite_json
+
+    def default(obj):  # numpy scalars and the like: their value, null where not finite
+        value = _json_default(obj)
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return json.dumps(finite_json(doc), indent=2, allow_nan=False, default=default)
+
+
 def _json_default(obj):
     if hasattr(obj, "item"):
         return obj.item()
@@ -96,21 +132,49 @@ class LogError(ValueError):
     """A results log that cannot be read: one line naming the file, the line and the fix."""
 
 
-RECORD_TYPES = ("session", "case", "failed")
 
 
 def read_log(path: str, notes: list[str] | None = None) -> list[dict]:
     """Records of a log, each checked for shape. A torn record (a write a crash cut short) is
     skipped with a note; anything else unreadable is a LogError. ``notes`` collects the notes
     (None: they become a warning)."""
+    return [rec for rec, _ in iter_log(path, notes)]
+
+
+def iter_log(path: str, notes: list[str] | None = None) -> Iterator[tuple[dict, tuple[int, int]]]:
+    """read_log's records one at a time, each with where it is (the byte offset of its line, the
+    record's index among that line's parts; record_at reads it again): a log is read line by line,
+    never held whole. A file that is not a log fails at its first bad line."""
     if not os.path.exists(path):
         raise LogError(f"results log {path} does not exist; pass the file given to --moeperf-results")
     if os.path.isdir(path):
         raise LogError(f"results log {path} is a folder; pass the file given to --moeperf-results")
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
-    _refuse_benchmark_document(text, path)
-    return parse_log_lines(text.splitlines(), path, notes, strict=True)
+    with open(path, "rb") as fh:
+        where: list[tuple[int, int]] = []
+
+        def lines():
+            offset = 0
+            for raw in fh:  # split like str.splitlines on the whole text (a \r or \x0c inside a line too)
+                for k, line in enumerate(raw.decode("utf-8", errors="replace").splitlines()):
+                    where.append((offset, k))
+                    yield line
+                offset += len(raw)
+
+        try:
+            for rec in iter_log_lines(lines(), path, notes, strict=True):
+                yield rec, where[-1]
+                where.clear()
+        except LogError:
+            with open(path, encoding="utf-8", errors="replace") as whole:  # only on the way out: name a
+                _refuse_benchmark_document(whole.read(), path)  # pytest-benchmark document as such
+            raise
+
+
+def record_at(fh, where: tuple[int, int]) -> dict:
+    """The record iter_log found at ``where``, read again from the log opened as ``fh`` (binary): a log
+    is only appended to, so what iter_log saw is still there."""
+    fh.seek(where[0])
+    return json.loads(fh.readline().decode("utf-8", errors="replace").splitlines()[where[1]])
 
 
 def _refuse_benchmark_document(text: str, where: str) -> None:
@@ -121,19 +185,6 @@ def _refuse_benchmark_document(text: str, where: str) -> None:
     if isinstance(doc, dict) and "benchmarks" in doc:
         raise LogError(f"{where} is a pytest-benchmark JSON document, not a results log; give it to "
                        f"compare or report directly")
-
-
-def looks_like_results_log(text: str) -> bool:
-    """Whether ``text`` reads as a results log (its first record is one): for the loaders of
-    pytest-benchmark documents, to point at ``results LOG --json`` instead of a JSON error."""
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                return False
-            return isinstance(rec, dict) and rec.get("type") in RECORD_TYPES
-    return False
 
 
 def _is_torn(line: str, exc: json.JSONDecodeError) -> bool:
@@ -149,7 +200,13 @@ def parse_log_lines(lines: list[str], where: str, notes: list[str] | None = None
     start of a record cut short can only be a write a crash interrupted (a later session appends
     after it on a fresh line): it is skipped with a note. Any other line that is not a record
     (garbage, JSON that is not an object; with ``strict``, a record of the wrong shape) is a LogError."""
-    records, torn = [], []
+    return list(iter_log_lines(lines, where, notes, strict))
+
+
+def iter_log_lines(lines: Iterable[str], where: str, notes: list[str] | None = None,
+                   strict: bool = False) -> Iterator[dict]:
+    """parse_log_lines one record at a time (the notes come when the lines are done)."""
+    torn = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -166,7 +223,7 @@ def parse_log_lines(lines: list[str], where: str, notes: list[str] | None = None
             raise LogError(f"{where}: line {i} {problem}; this is not a results log written by --moeperf-results, "
                            f"or line {i} was edited: remove that line")
         if not strict or rec["type"] in RECORD_TYPES:  # other types: written by a newer version, left out
-            records.append(rec)
+            yield rec
     if torn:
         note = (f"{where}: skipped {len(torn)} record(s) cut short by an interrupted write "
                 f"(line {', '.join(map(str, torn[:5]))}{' ...' if len(torn) > 5 else ''})")
@@ -176,7 +233,6 @@ def parse_log_lines(lines: list[str], where: str, notes: list[str] | None = None
             warnings.warn(note, stacklevel=2)
         else:
             notes.append(note)
-    return records
 
 
 def record_problem(rec) -> str | None:
@@ -216,31 +272,36 @@ def record_problem(rec) -> str | None:
     return None
 
 
-def _latest_by_case(records: list[dict]) -> dict[str, dict]:
-    latest: dict[str, dict] = {}
-    for rec in records:
-        if rec["type"] == "case":
-            case_id = rec["benchmark"].get("param")
-        elif rec["type"] == "failed":
-            case_id = rec["case"]
-        else:
-            continue
-        if case_id:
-            latest[str(case_id)] = rec
-    return latest
+class _Latest:
+    """What --moeperf-resume needs of a log, gathered one record at a time (the log is never held): per case id
+    its latest record's type, fingerprint and kind of benchmark, and each fingerprint's settings."""
+
+    def __init__(self, records) -> None:
+        self.by_case: dict[str, tuple[str, str | None, str | None]] = {}
+        self.settings: dict[str, dict] = {}
+        for rec in records:
+            kind, case_id = rec["type"], None
+            if kind == "case":
+                case_id = rec["benchmark"].get("param")
+            elif kind == "failed":
+                case_id = rec["case"]
+            elif kind == "session" and rec.get("fingerprint") and isinstance(rec.get("settings"), dict):
+                self.settings[rec["fingerprint"]] = rec["settings"]
+            if case_id:
+                self.by_case[str(case_id)] = (kind, rec.get("fingerprint"),
+                                              benchmark_kind(rec["benchmark"]) if kind == "case" else None)
+
+    @classmethod
+    def of_log(cls, path: str, notes: list[str] | None = None) -> "_Latest":
+        return cls(rec for rec, _ in iter_log(path, notes))
 
 
 def finished_case_ids(path: str, fingerprint: str | None = None, notes: list[str] | None = None) -> set[str]:
     """Case ids whose latest record in the log is a finished case logged under ``fingerprint``
     (same settings and suite version): what --moeperf-resume skips. A later failure of the
     case, or a record from other settings, does not count."""
-    return {cid for cid, rec in _latest_by_case(read_log(path, notes)).items()
-            if rec["type"] == "case" and (fingerprint is None or rec.get("fingerprint") == fingerprint)}
-
-
-def _settings_by_fingerprint(records: list[dict]) -> dict[str, dict]:
-    return {r["fingerprint"]: r["settings"] for r in records
-            if r["type"] == "session" and r.get("fingerprint") and isinstance(r.get("settings"), dict)}
+    return {cid for cid, (kind, fp, _) in _Latest.of_log(path, notes).by_case.items()
+            if kind == "case" and (fingerprint is None or fp == fingerprint)}
 
 
 def _differences(old: dict | None, new: dict) -> str:
@@ -253,107 +314,27 @@ def _differences(old: dict | None, new: dict) -> str:
 def resume_plan(options) -> tuple[set[str], list[str]]:
     """(case ids --moeperf-resume skips, notes for the terminal): the notes say which logged cases
     are measured again because they were logged under other settings, and which lines were torn."""
-    path = options.results_path
+    return resume_plan_for(options.results_path, options_fingerprint(options), CASE, options_settings(options))
+
+
+def resume_plan_for(path: str, fingerprint: str, kind: str = CASE,
+                    settings: dict | None = None) -> tuple[set[str], list[str]]:
+    """resume_plan for one kind of benchmark (results/documents.py: CASE or SERVING), each kind under its
+    own fingerprint; ``settings``: this run's, to say how another fingerprint differs (None: unknown)."""
+    what = "case(s)" if kind == CASE else "serving point(s)"
     if not os.path.exists(path):
-        return set(), [f"{path} does not exist yet: every case runs"]
+        return set(), [f"{path} does not exist yet: every {what[:-3]} runs"]
     notes: list[str] = []
-    records = read_log(path, notes)
-    fingerprint = options_fingerprint(options)
-    latest = _latest_by_case(records)
-    done = {cid for cid, rec in latest.items() if rec["type"] == "case" and rec.get("fingerprint") == fingerprint}
-    other = sorted(cid for cid, rec in latest.items() if rec["type"] == "case" and rec.get("fingerprint") != fingerprint)
+    log = _Latest.of_log(path, notes)
+    latest = {cid: rec for cid, rec in log.by_case.items()  # each kind resumes on its own
+              if rec[0] != "case" or rec[2] == kind}
+    done = {cid for cid, (t, fp, _) in latest.items() if t == "case" and fp == fingerprint}
+    other = sorted(cid for cid, (t, fp, _) in latest.items() if t == "case" and fp != fingerprint)
     if other:
-        settings = _settings_by_fingerprint(records)
-        prints = {latest[c].get("fingerprint") for c in other}
-        why = "; ".join(_differences(settings.get(fp), options_settings(options)) for fp in sorted(prints, key=str))
-        notes.append(f"{len(other)} logged case(s) were finished under other settings ({why}) and are measured "
+        logged = log.settings if settings is not None else {}
+        prints = {latest[c][1] for c in other}
+        why = ("; ".join(_differences(logged.get(fp), settings) for fp in sorted(prints, key=str))
+               if settings is not None else "settings or suite version")
+        notes.append(f"{len(other)} logged {what} were finished under other settings ({why}) and are measured "
                      f"again: {', '.join(other[:8])}{' ...' if len(other) > 8 else ''}")
     return done, notes
-
-
-def mixed_settings_note(records: list[dict]) -> str | None:
-    """A warning when the finished cases were logged under more than one set of settings."""
-    prints = {r.get("fingerprint") for r in records if r["type"] == "case"}
-    if len(prints) <= 1:
-        return None
-    settings = _settings_by_fingerprint(records)
-    known = [settings[p] for p in prints if p in settings]
-    diff = ""
-    if len(known) >= 2:
-        keys = sorted(k for k in set().union(*known) if len({json.dumps(s.get(k), sort_keys=True) for s in known}) > 1)
-        diff = f" (they differ in {', '.join(keys)})" if keys else ""
-    return (f"the finished cases were logged under {len(prints)} different settings{diff}; the rebuilt run mixes "
-            f"them: compare like with like, or rerun the cases under one setting")
-
-
-def to_benchmark_document(records: list[dict]) -> dict:
-    """A pytest-benchmark-shaped document from a log; the newest record of each case wins."""
-    machine_info = {}
-    by_name: dict[str, dict] = {}
-    failed: dict[str, dict] = {}
-    for rec in records:
-        if rec.get("type") == "session":
-            machine_info = rec.get("machine_info") or machine_info
-        elif rec.get("type") == "case":
-            bench = rec["benchmark"]
-            extra = bench.setdefault("extra_info", {})
-            gpu = machine_info.get("gpu") if isinstance(machine_info.get("gpu"), dict) else None
-            if not extra.get("gpu_uuid") and gpu and gpu.get("uuid"):
-                # a log can span sessions on several machines: each case keeps the GPU it ran on
-                extra["gpu_uuid"] = gpu["uuid"]
-            by_name[bench["fullname"]] = bench
-        elif rec.get("type") == "failed":
-            by_name.pop(rec.get("fullname"), None)  # a later failure supersedes an earlier result
-            failed[rec.get("fullname")] = {"case": rec.get("case"), "error": rec.get("error")}
-    for name in by_name:
-        failed.pop(name, None)  # ... and a later success a failure
-    return {"machine_info": machine_info, "commit_info": {}, "benchmarks": list(by_name.values()),
-            "moeperf_failed": [{"fullname": k, **v} for k, v in failed.items()],
-            "datetime": _now(), "version": "moeperf-results-log"}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("log", metavar="LOG", help="results log written by --moeperf-results (JSON lines)")
-    parser.add_argument("--json", metavar="OUT", help="write the finished cases as a pytest-benchmark JSON document")
-
-
-def run(args) -> int:
-    if args.json:
-        from pytest_moeperf.results.outputs import check_output_file
-
-        check_output_file("--json", args.json)
-        if os.path.realpath(args.json) == os.path.realpath(args.log):
-            raise ValueError(f"--json {args.json} is the log itself; give another path")
-    notes: list[str] = []
-    records = read_log(args.log, notes)
-    if not records:
-        raise LogError(f"{args.log} holds no records; pass the file given to --moeperf-results")
-    cases = [r for r in records if r["type"] == "case"]
-    failed = [r for r in records if r["type"] == "failed"]
-    for r in cases:
-        b = r["benchmark"]
-        x = b.get("extra_info") or {}
-        if "load_point" in x:  # a serving load point (benchmarks/test_serving.py)
-            print(f"ok      {b.get('name') or b['fullname']}: req_ttft_ms_p50={_fmt(x.get('req_ttft_ms_p50'))} "
-                  f"req_tpot_ms_p50={_fmt(x.get('req_tpot_ms_p50'))} output_tokens_per_s={_fmt(x.get('output_tokens_per_s'))} "
-                  f"requests={x.get('requests')} failed={x.get('failed_requests')}")
-            continue
-        print(f"ok      {b.get('name') or b['fullname']}: ttft_ms={_fmt(x.get('ttft_ms'))} tpot_ms={_fmt(x.get('tpot_ms'))} "
-              f"decode_tokens_per_s={_fmt(x.get('decode_tokens_per_s'))} rounds={x.get('rounds')}")
-    for r in failed:
-        print(f"FAILED  {r.get('case')}: {r.get('error')}")
-    print(f"{len(cases)} finished, {len(failed)} failed")
-    mixed = mixed_settings_note(records)
-    for note in notes + ([mixed] if mixed else []):
-        print(f"warning: {note}", file=sys.stderr)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(to_benchmark_document(records), fh, indent=2, default=_json_default)
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
-
-
-def _fmt(v) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return "—" if v is None else str(v)
-    return f"{v:.4g}"

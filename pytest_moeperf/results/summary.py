@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pytest_moeperf.metrics.derived import peak_memory_bytes
+from pytest_moeperf.metrics.formats import term_cell
 from pytest_moeperf.metrics.schema import METRICS_BY_KEY
 
 # Which metrics the summary shows is its own choice; each one's header, scale and format is the
@@ -20,7 +21,7 @@ def _cell(info: dict, key: str, scale: float, fmt: str) -> str:
         value = peak_memory_bytes(info.get("peak_allocated_bytes"), info.get("peak_rss_bytes"))
     else:
         value = info.get(key)
-    return "—" if value is None else fmt.format(value * scale)
+    return term_cell(value, scale, fmt)
 
 
 def render_summary(finished: list, failed: list) -> str:

@@ -1,6 +1,6 @@
 """Settings of an OpenAI-compatible endpoint under test, parsed from the --moeperf-endpoint-* options.
 
-Pure (no httpx, no torch): every bad value is a ValueError with one line that names the option
+Pure (no aiohttp, no torch): every bad value is a ValueError with one line that names the option
 and the fix; the plugin turns it into pytest.UsageError.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pytest_moeperf.plugin.options import parse_positive_float
+from pytest_moeperf.settings.parsers import parse_int, parse_positive_float
 
 APIS = ("chat", "completions")
 # Ways to force the output length past EOS, tried in this order when "auto" (docs/serving.md):
@@ -33,6 +33,7 @@ class EndpointConfig:
     eos_field: str = "auto"  # auto | one of EOS_FIELDS
     energy_gpu: int | None = None  # NVML index of the server's GPU when it is on this machine
     tokenizer: str | None = None  # local tokenizer folder / id to check token counts, when given
+    client_workers: int = 1  # client processes per load point (client_workers.py)
 
     @property
     def origin(self) -> str:
@@ -61,13 +62,35 @@ def _positive(raw, option: str, default: float) -> float:
     return default if value is None else value
 
 
+def add_options(add) -> None:
+    """Declare the endpoint's options with ``add`` (pytest's ``group.addoption``); :func:`parse_endpoint` parses them."""
+    add("--moeperf-endpoint", metavar="URL", default=None,
+        help="benchmark the OpenAI-compatible server at URL (e.g. http://127.0.0.1:8000/v1); requests go only there")
+    add("--moeperf-endpoint-model", metavar="NAME", default=None, help="the model name the server expects")
+    add("--moeperf-endpoint-api", metavar="API", default=None, help="chat (default) or completions")
+    add("--moeperf-endpoint-timeout-s", metavar="S", default=None,
+        help="one request's time limit; past it the request is recorded as failed (default 60)")
+    add("--moeperf-endpoint-ready-timeout-s", metavar="S", default=None,
+        help="how long to wait for the server's first answer (load and warm-up; default 180)")
+    add("--moeperf-endpoint-eos-field", metavar="KIND", default=None,
+        help="how to force the output length past EOS: auto (default), ignore_eos, generation_config, none")
+    add("--moeperf-endpoint-gpu-index", metavar="N", default=None,
+        help="NVML index of the server's GPU when it is on this machine: energy is read from it (default: no energy)")
+    add("--moeperf-endpoint-tokenizer", metavar="PATH", default=None,
+        help="the served model's tokenizer (folder or id) to build exact prompts and check token counts "
+             "(default: the model name when it is a local folder)")
+    add("--moeperf-client-workers", metavar="N", default=None,
+        help="client processes that send each load point to --moeperf-endpoint (default 1; more when a point "
+             "is marked 'the client lagged')")
+
+
 def parse_endpoint(get) -> EndpointConfig | None:
     """``get(name)`` returns the raw option value (pytest's config.getoption) or None.
 
     None when no --moeperf-endpoint was given (the in-process engine is measured instead)."""
     url = get("moeperf_endpoint")
     if url is None:
-        for name in ("endpoint_model", "endpoint_api", "endpoint_timeout_s", "endpoint_gpu_index"):
+        for name in ("endpoint_model", "endpoint_api", "endpoint_timeout_s", "endpoint_gpu_index", "client_workers"):
             if get(f"moeperf_{name}") is not None:
                 raise ValueError(f"--moeperf-{name.replace('_', '-')} needs --moeperf-endpoint URL")
         return None
@@ -99,4 +122,5 @@ def parse_endpoint(get) -> EndpointConfig | None:
         eos_field=eos,
         energy_gpu=gpu,
         tokenizer=get("moeperf_endpoint_tokenizer"),
+        client_workers=parse_int("--moeperf-client-workers", get("moeperf_client_workers")) or 1,
     )

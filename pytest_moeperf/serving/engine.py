@@ -5,46 +5,20 @@ scheduler; each request is added with ``add_request(streaming=True, record_times
 and its outputs come back on our event loop through ``register_result_handler`` (both public
 since transformers 5.17). We write no scheduler of our own. What differs between 5.17 and 5.24
 (the block-size field's name, the flash auto-switch, the cache's block accounting) is isolated
-in ``cb_config_kwargs``, ``_prepare_attention`` and ``kv_cache_state``; tests fail loudly if
+in ``cb_config_kwargs`` and, with every private knob, in model/compat.py; tests fail loudly if
 any of them stops matching the installed transformers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
 
+from pytest_moeperf.model import compat
+
 from .backend import BackendError, Chunk, ServingRequest, StreamEnd
-
-CUDA_GRAPHS = ("auto", "on", "off")
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """The engine's own settings (recorded in extra_info). None = transformers decides."""
-
-    block_size: int | None = None  # tokens per KV block ("page_size" since transformers 5.17's rename)
-    num_blocks: int | None = None  # KV blocks; None: sized from free device memory
-    max_batch_tokens: int | None = None  # tokens per forward step; None: inferred
-    cuda_graphs: str = "auto"  # auto | on | off
-    compile_level: int = 0  # transformers' default_compile_level: 0 (none) .. 3
-    prefix_sharing: bool = False  # prefix caching; off so every request prefills its whole prompt
-    max_memory_percent: float | None = None
-
-    def __post_init__(self):
-        if self.cuda_graphs not in CUDA_GRAPHS:
-            raise ValueError(f"cuda graphs: {self.cuda_graphs!r}; use one of {', '.join(CUDA_GRAPHS)}")
-        if not 0 <= self.compile_level <= 3:
-            raise ValueError(f"compile level {self.compile_level} must be 0..3")
-
-
-def _cb_config_class():
-    from transformers.generation.configuration_utils import ContinuousBatchingConfig
-
-    return ContinuousBatchingConfig
-
+from .options import EngineOptions
 
 def cb_config_kwargs(options: EngineOptions, fields: set[str]) -> dict:
     """ContinuousBatchingConfig keyword arguments for the installed transformers (``fields``: its
@@ -68,42 +42,6 @@ def cb_config_kwargs(options: EngineOptions, fields: set[str]) -> dict:
     return kw
 
 
-def _prepare_attention(model, fields: set[str]) -> str | None:
-    """5.17 has no ``auto_switch_to_flash``: it probes for flash kernels (possibly on the hub) unless
-    the implementation is already paged, so we name the paged variant of the loaded one ourselves.
-    Returns the implementation to restore at close (None: nothing changed)."""
-    impl = model.config._attn_implementation
-    if "auto_switch_to_flash" in fields or "paged|" in str(impl) or "flash" in str(impl):
-        return None
-    model.set_attn_implementation(f"paged|{impl}")
-    return impl
-
-
-def kv_cache_state(manager) -> dict:
-    """Blocks, the fraction in use and bytes of the engine's paged cache (None where this
-    transformers does not say). The cache object is internal to transformers: this is the one
-    place that reads it. 5.17 counts free blocks; 5.2x allocates sectors of blocks per layer
-    group and reports its free capacity as a fraction."""
-    bp = getattr(manager, "batch_processor", None)
-    cache = getattr(bp, "cache", None)
-    resolved = getattr(manager, "continuous_batching_config", None)
-    block_tokens = getattr(resolved, "page_size", None) or getattr(resolved, "block_size", None)
-    out = {"kv_blocks_total": None, "kv_used_fraction": None, "kv_block_tokens": block_tokens, "kv_cache_bytes": None}
-    if cache is None:
-        return out
-    total = getattr(cache, "num_blocks", None)
-    out["kv_blocks_total"] = total
-    if hasattr(cache, "get_num_free_blocks") and total:  # 5.17
-        out["kv_used_fraction"] = 1.0 - cache.get_num_free_blocks() / total
-    elif hasattr(cache, "compute_free_capacity"):  # 5.2x
-        out["kv_used_fraction"] = 1.0 - float(cache.compute_free_capacity(relative=True))
-    if getattr(cache, "cache_tensor", None) is not None:
-        out["kv_cache_bytes"] = cache.cache_tensor.numel() * cache.cache_tensor.element_size()
-    elif getattr(cache, "key_cache", None) is not None:
-        out["kv_cache_bytes"] = sum(t.numel() * t.element_size() for t in list(cache.key_cache) + list(cache.value_cache))
-    return out
-
-
 class ContinuousBatchingBackend:
     """The in-process engine. One manager per backend; ``close()`` frees its KV cache."""
 
@@ -123,9 +61,10 @@ class ContinuousBatchingBackend:
         import torch
         from transformers import GenerationConfig
 
-        cls = _cb_config_class()
+        compat.quiet_cancelled_request_warnings()  # a cancel (time limit, Ctrl-C) of a request without blocks
+        cls = compat.cb_config_class()
         fields = {f.name for f in dataclasses.fields(cls)}
-        self._restore_attn = _prepare_attention(self.model, fields)
+        self._restore_attn = compat.prepare_paged_attention(self.model, fields)
         # greedy, EOS ignored unless a request asks for it; pad id only silences a warning
         gen = GenerationConfig(do_sample=False, eos_token_id=-1, pad_token_id=0, max_new_tokens=16)
         cfg = cls(**cb_config_kwargs(self.options, fields))
@@ -150,7 +89,7 @@ class ContinuousBatchingBackend:
     def describe(self) -> dict:
         resolved = getattr(self.manager, "continuous_batching_config", None)
         out = {"backend": self.name, "engine_options": dataclasses.asdict(self.options),
-               "attn_implementation": self.model.config._attn_implementation,
+               "attn_implementation": compat.attn_implementation(self.model),
                "engine_start_s": self.start_s}
         if resolved is not None:
             keep = ("page_size", "block_size", "num_blocks", "max_batch_tokens", "max_requests_per_batch",
@@ -168,14 +107,14 @@ class ContinuousBatchingBackend:
         return self.manager is not None and self.manager.is_running()
 
     def kv_state(self) -> dict:
-        return kv_cache_state(self.manager) if self.manager is not None else kv_cache_state(None)
+        return compat.kv_cache_state(self.manager)
 
     def reset_kv_peak(self) -> None:
         self._kv_peak_used = 0.0
 
     def _sample_kv(self) -> None:
         try:  # read while the engine thread works: a torn read must not fail a request
-            used = kv_cache_state(self.manager)["kv_used_fraction"]
+            used = compat.kv_cache_state(self.manager)["kv_used_fraction"]
         except Exception:
             return
         if used is not None:
@@ -190,6 +129,8 @@ class ContinuousBatchingBackend:
         mgr = self.manager
         if mgr is None:
             raise BackendError("engine not started")
+        import asyncio  # here, not at the top: the option parsers import this module at every pytest start
+
         queue: asyncio.Queue = asyncio.Queue()
         rid = request.request_id
         mgr.register_result_handler(rid, queue.put_nowait)
@@ -202,7 +143,7 @@ class ContinuousBatchingBackend:
         try:
             while True:
                 out = await queue.get()
-                if out.error is not None or int(out.status) == _failed_status():
+                if out.error is not None or int(out.status) == compat.failed_request_status():
                     finished = True
                     raise BackendError(f"engine failed request {rid}: {str(out.error).strip().splitlines()[0]}")
                 n = len(out.generated_tokens)
@@ -234,12 +175,6 @@ def _release_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _failed_status() -> int:
-    from transformers.generation.continuous_batching.requests import RequestStatus
-
-    return int(RequestStatus.FAILED)
 
 
 def _plain(v):

@@ -12,17 +12,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, Sequence
 
 from .backend import BackendError, Chunk, ServingBackend, ServingRequest, StreamEnd
-
-MODES = ("concurrency", "poisson", "constant")
-_LABEL = {"concurrency": "cc", "poisson": "r", "constant": "k"}
-
+from .load_point import LoadPoint
 
 class Clock(Protocol):
     def now(self) -> float: ...
@@ -87,43 +83,22 @@ class VirtualClock:
         return asyncio.run(drive())
 
 
-@dataclass(frozen=True)
-class LoadPoint:
-    """One load: ``concurrency`` users (closed loop) or ``poisson``/``constant`` arrivals at ``value``
-    requests/s (open loop)."""
-
-    mode: str
-    value: float
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"load mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
-            raise ValueError(f"{self.mode} must be a finite number > 0, got {self.value!r}")
-        if self.mode == "concurrency" and int(self.value) != self.value:
-            raise ValueError(f"concurrency must be a whole number of users, got {self.value!r}")
-
-    @property
-    def label(self) -> str:
-        v = int(self.value) if float(self.value).is_integer() else self.value
-        return f"{_LABEL[self.mode]}{v}"
-
-    @property
-    def closed_loop(self) -> bool:
-        return self.mode == "concurrency"
-
-
 def arrival_times(point: LoadPoint, n: int, seed: int = 0) -> list[float]:
-    """Scheduled send times (s after the start) of an open-loop point: the first request at 0,
-    then exponential gaps of mean 1/rate (Poisson, seeded) or gaps of exactly 1/rate."""
+    """Scheduled send times (s after the start) of an open-loop point, vLLM's rule: arrival i is the
+    sum of the first i+1 gaps (exponential of mean 1/rate for Poisson, seeded; exactly 1/rate for
+    constant), all rescaled so the last of the n arrivals falls at n/rate. The offered rate over
+    the schedule is then exactly the asked one (unscaled Poisson gaps offered 3.14/s for an asked
+    4/s in one seeded 20-request run), and the first request does not arrive at t = 0."""
     if point.closed_loop:
         raise ValueError("a closed-loop point has no arrival schedule")
     rng = random.Random(seed)
     out, t = [], 0.0
-    for i in range(n):
-        if i:
-            t += rng.expovariate(point.value) if point.mode == "poisson" else 1.0 / point.value
+    for _ in range(n):
+        t += rng.expovariate(point.value) if point.mode == "poisson" else 1.0 / point.value
         out.append(t)
+    if out and out[-1] > 0:
+        scale = (n / point.value) / out[-1]
+        out = [x * scale for x in out]
     return out
 
 
@@ -159,7 +134,11 @@ class LoadRun:
     point: LoadPoint
     records: tuple[RequestRecord, ...]
     origin_s: float  # the clock's reading at the run's start (records are relative to it)
-    duration_s: float  # start to the last request's end
+    duration_s: float  # start to the last request's end (makespan)
+    # the client's own cost: CPU seconds of the event loop thread(s) that sent and read the requests
+    # (time.thread_time: an in-process engine's own thread is not counted), wall seconds, processes
+    client: dict = field(default_factory=dict)
+    offered_rate_per_s: float | None = None  # open loop: requests sent / the last send's time
 
     def write_jsonl(self, path: str, extra: dict | None = None) -> None:
         """Append one JSON line per request (``extra`` keys on each, e.g. the benchmark's id)."""
@@ -193,11 +172,14 @@ async def _one(backend: ServingBackend, req: ServingRequest, clock, origin: floa
                 counts.append(item.tokens)
                 engine.append(None if item.engine_time_s is None else item.engine_time_s - origin)
             elif isinstance(item, StreamEnd):
-                end = t - origin
+                # a request ends at its last content chunk (vLLM's rule: over HTTP the usage chunk and
+                # [DONE] come after it and are not the request's latency); the stream's close is kept
+                end = times[-1] if times else t - origin
                 out_tokens = item.output_tokens
                 # the engine's own stamps (engine_*_s) move to the records' origin, like chunk stamps
                 info = {k: (v - origin if k.startswith("engine_") and k.endswith("_s") and isinstance(v, float) else v)
                         for k, v in item.info.items()}
+                info["stream_end_s"] = t - origin
                 break
     except asyncio.CancelledError:
         raise
@@ -215,20 +197,21 @@ async def _one(backend: ServingBackend, req: ServingRequest, clock, origin: floa
         engine_times_s=tuple(engine) if any(e is not None for e in engine) else (), info=info)
 
 
-async def run_load(backend: ServingBackend, requests: Sequence[ServingRequest], point: LoadPoint,
-                   clock: Clock | None = None, seed: int = 0, timeout_s: float | None = None) -> LoadRun:
-    """Send ``requests`` at ``point`` and return every request's record (in request order).
+LOOP_TICK_S = 0.01
 
-    ``timeout_s`` bounds the whole point (a load the engine cannot hold must not hang the run):
-    requests still in flight then are cancelled and recorded as failed, unsent ones too."""
-    clock = clock or MonotonicClock()
-    n = len(requests)
-    records: list[RequestRecord | None] = [None] * n
-    origin = clock.now()
 
-    async def send(i: int, scheduled: float, user: int | None):
-        records[i] = await _one(backend, requests[i], clock, origin, scheduled, user)
+async def _loop_lag(lags: list) -> None:
+    """How late the event loop wakes a timer (every LOOP_TICK_S): a loop busy or starved of CPU wakes
+    late, and then every chunk stamp and every send of the point is late by as much."""
+    while True:
+        due = time.perf_counter() + LOOP_TICK_S
+        await asyncio.sleep(LOOP_TICK_S)
+        lags.append(time.perf_counter() - due)
 
+
+def _sending(point: LoadPoint, n: int, schedule, clock: Clock, origin: float, send) -> asyncio.Future:
+    """The point's sends as one task: closed loop, each user sends the next request when its last
+    ends; open loop, each request at its scheduled time after the origin."""
     if point.closed_loop:
         users = min(int(point.value), n)
         next_index = iter(range(n))
@@ -237,26 +220,66 @@ async def run_load(backend: ServingBackend, requests: Sequence[ServingRequest], 
             for i in next_index:  # a shared iterator: the next free user takes the next request
                 await send(i, clock.now(), u)
 
-        main = asyncio.gather(*(user_loop(u) for u in range(users)))
-    else:
-        async def dispatch():
-            tasks = []
-            for i, at in enumerate(arrival_times(point, n, seed)):
-                await clock.sleep_until(origin + at)
-                tasks.append(asyncio.ensure_future(send(i, origin + at, None)))
-            await asyncio.gather(*tasks)
+        return asyncio.ensure_future(asyncio.gather(*(user_loop(u) for u in range(users))))
 
-        main = asyncio.ensure_future(dispatch())
-    main = asyncio.ensure_future(main)
-    if timeout_s is None:
-        await main
-    else:  # the limit runs on the harness clock (virtual in tests)
-        watchdog = asyncio.ensure_future(clock.sleep_until(origin + timeout_s))
-        await asyncio.wait({main, watchdog}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (main, watchdog):
+    async def dispatch():
+        tasks = []
+        for i, at in enumerate(schedule):
+            await clock.sleep_until(origin + at)
+            tasks.append(asyncio.ensure_future(send(i, origin + at, None)))
+        await asyncio.gather(*tasks)
+
+    return asyncio.ensure_future(dispatch())
+
+
+async def _until_done_or_limit(main: asyncio.Future, clock: Clock, origin: float,
+                               timeout_s: float | None) -> list[float]:
+    """Wait for ``main`` or the time limit, cancel what is left, and return the event loop's lags."""
+    lags: list[float] = []
+    ticker = asyncio.ensure_future(_loop_lag(lags)) if isinstance(clock, MonotonicClock) else None
+    watchdog = asyncio.ensure_future(clock.sleep_until(origin + timeout_s)) if timeout_s is not None else None
+    try:  # the limit runs on the harness clock (virtual in tests)
+        await asyncio.wait({main, watchdog} - {None}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # the time limit, or this run cancelled (Ctrl-C): nothing it started outlives it
+        started = [t for t in (main, watchdog, ticker) if t is not None]
+        for task in started:
             if not task.done():
                 task.cancel()  # cancels what was in flight; the records below say so
-        await asyncio.gather(main, watchdog, return_exceptions=True)
+        await asyncio.gather(*started, return_exceptions=True)
+    return lags
+
+
+async def run_load(backend: ServingBackend, requests: Sequence[ServingRequest], point: LoadPoint,
+                   clock: Clock | None = None, seed: int = 0, timeout_s: float | None = None, *,
+                   schedule: Sequence[float] | None = None, origin_s: float | None = None) -> LoadRun:
+    """Send ``requests`` at ``point`` and return every request's record (in request order).
+
+    ``timeout_s`` bounds the whole point (a load the engine cannot hold must not hang the run):
+    requests still in flight then are cancelled and recorded as failed, unsent ones too.
+    A client process of several (client_workers.py) passes its share of the point's schedule
+    (arrival times after the origin) and the origin all of them share (a reading of ``clock``)."""
+    clock = clock or MonotonicClock()
+    n = len(requests)
+    records: list[RequestRecord | None] = [None] * n
+    # the send schedule is fixed before the point starts (nothing is computed between sends)
+    if schedule is None and not point.closed_loop:
+        schedule = arrival_times(point, n, seed)
+    if origin_s is not None:
+        await clock.sleep_until(origin_s)
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    origin = clock.now() if origin_s is None else origin_s
+
+    sends: list[float] = []
+
+    async def send(i: int, scheduled: float, user: int | None):
+        sends.append(clock.now() - origin)
+        records[i] = await _one(backend, requests[i], clock, origin, scheduled, user)
+
+    main = _sending(point, n, schedule, clock, origin, send)
+    lags = await _until_done_or_limit(main, clock, origin, timeout_s)
+    failure = main.exception() if main.done() and not main.cancelled() else None
+    if failure is not None and not isinstance(failure, asyncio.CancelledError):
+        raise failure
     end = clock.now() - origin
     why = f"load point stopped at its time limit of {timeout_s} s"
     for i, rec in enumerate(records):
@@ -264,5 +287,19 @@ async def run_load(backend: ServingBackend, requests: Sequence[ServingRequest], 
             records[i] = RequestRecord(requests[i].request_id, None, requests[i].input_tokens,
                                        requests[i].max_new_tokens, end, end, None, (), (), end, 0, error=why)
     done = [r for r in records if r is not None]
-    duration = max((r.end_s for r in done if r.end_s is not None and r.error != why), default=end)
-    return LoadRun(point, tuple(done), origin, duration)
+    client = {"cpu_s": time.thread_time() - cpu0, "wall_s": time.perf_counter() - wall0, "workers": 1,
+              "loop_lag_s": lags, "sends": len(sends), "last_send_s": max(sends, default=0.0)}
+    return LoadRun(point, tuple(done), origin, makespan(done, end), client,
+                   offered_rate(point, len(sends), client["last_send_s"]))
+
+
+def offered_rate(point: LoadPoint, sends: int, last_send_s: float) -> float | None:
+    """Open loop: requests sent / the last send's time after the start (None for a closed loop)."""
+    return sends / last_send_s if not point.closed_loop and sends and last_send_s > 0 else None
+
+
+def makespan(records, end: float) -> float:
+    """The one makespan rule, for every outcome: the run's start to the last request's end, where a
+    request stopped at the point's time limit, or never sent, ends at the stop. Requests that
+    were never answered therefore stretch the denominator of every rate instead of leaving it."""
+    return max((r.end_s for r in records if r.end_s is not None), default=end)

@@ -4,12 +4,18 @@ Definitions (docs/serving.md has them with units; schema.py holds the keys):
   TTFT   = first chunk's arrival - send time (per request)
   TPOT   = (E2E - TTFT) / (N - 1)   for requests with N >= 2 output tokens
   ITL    = gaps between consecutive chunk arrivals of a request (all requests pooled)
-  E2E    = StreamEnd's arrival - send time
-  queue wait = the engine's admission stamp - send time (only backends that report admission)
+  E2E    = the last content chunk's arrival - send time (vLLM's rule; the stream's close is info.stream_end_s)
+  queue wait = the engine's admission stamp - send time, successful requests only (backends that
+               report admission); never clipped: a negative wait means the engine's clock and the
+               harness's disagree, and is shown as measured
   request throughput = successful requests / makespan; output tokens/s = their output tokens / makespan
-  tokens/s per user = median over requests of (N - 1) / (E2E - TTFT)
-  goodput = requests that succeeded and met every limit of the SLO / makespan
-The makespan is the run's start to the last request's end. The steady-state window runs from
+  tokens/s per user = median over requests with N >= 2 of (N - 1) / (E2E - TTFT) (= 1000 / median
+                      TPOT only for an odd count: an even count averages the two middle rates)
+  goodput = requests that succeeded and met every limit of the SLO / makespan (slo.py: a request
+            with N = 1 has no TPOT and misses a TPOT limit)
+The makespan is the run's start to the last request's end, for every outcome (loadgen.makespan): a
+request stopped at the point's time limit or never sent ends at the stop. A point where more than
+MAX_FAILED_SHARE of the requests failed is a failed point (point_failure). The steady-state window runs from
 the first request's end (every user has had a full request in flight) to the last request's send
 (after it no new work arrives: the drain); energy and steady tokens/s use that window only.
 """
@@ -22,16 +28,30 @@ from pytest_moeperf.metrics.stats import percentile
 from .slo import Slo
 
 PCTS = (50, 90, 99)
+MAX_FAILED_SHARE = 0.10  # more failed requests than this and the point failed: no PASS, never the knee
+
+
+def point_failure(info: dict) -> str | None:
+    """Why a measured point counts as failed (one line), or None: no request succeeded, or more than
+    MAX_FAILED_SHARE of its requests failed (never sent and stopped at the time limit included)."""
+    n, failed = info["requests"], info["failed_requests"]
+    errors = "; ".join(info["errors"][:2])
+    if info["requests_ok"] == 0:
+        return f"no request succeeded: {errors}"
+    if n and failed / n > MAX_FAILED_SHARE:
+        return (f"{failed} of {n} requests failed (more than {MAX_FAILED_SHARE:.0%}; its figures are "
+                f"in the records, not a result): {errors}")
+    return None
 
 
 def request_latencies(rec) -> dict:
     """ttft/tpot/e2e/queue wait (ms) of one record; None where undefined (failed, N < 2, unreported)."""
     out = {"ttft_ms": None, "tpot_ms": None, "e2e_ms": None, "queue_wait_ms": None, "itl_ms": []}
-    admitted = (rec.info or {}).get("engine_admitted_s")
-    if isinstance(admitted, (int, float)):
-        out["queue_wait_ms"] = max(0.0, (admitted - rec.sent_s) * 1e3)
     if rec.error is not None or rec.first_token_s is None or rec.end_s is None:
         return out
+    admitted = (rec.info or {}).get("engine_admitted_s")
+    if isinstance(admitted, (int, float)):  # not clipped: a negative wait shows the two clocks disagree
+        out["queue_wait_ms"] = (admitted - rec.sent_s) * 1e3
     ttft = rec.first_token_s - rec.sent_s
     e2e = rec.end_s - rec.sent_s
     out["ttft_ms"], out["e2e_ms"] = ttft * 1e3, e2e * 1e3
@@ -81,7 +101,7 @@ def load_point_metrics(records: Sequence, duration_s: float, slos: Sequence[Slo]
     tpot = [x["tpot_ms"] for x in good if x["tpot_ms"] is not None]
     e2e = [x["e2e_ms"] for x in good]
     itl = [g for x in good for g in x["itl_ms"]]
-    qwait = [x["queue_wait_ms"] for x in lat if x["queue_wait_ms"] is not None]
+    qwait = [x["queue_wait_ms"] for x in good if x["queue_wait_ms"] is not None]
     per_user = [1000.0 / t for t in tpot if t > 0]
     out_tokens = sum(r.output_tokens for r in ok)
     dur = duration_s if duration_s > 0 else None

@@ -6,41 +6,19 @@ Loaded by pytest_moeperf.plugin.plugin; imports no torch (measurement lives in s
 
 from __future__ import annotations
 
-import os
 
 import pytest
+
+from pytest_moeperf.results.kinds import BenchmarkKind
 
 FIXTURE = "moeperf_serving_point"
 STATE_KEY = "_moeperf_serving"
 
 
 def pytest_addoption(parser):
-    g = parser.getgroup("moeperf")
-    add = g.addoption
-    add("--moeperf-concurrency", metavar="USERS", default=None,
-        help="serving: closed-loop users per load point, comma-separated (default 1,4 CPU; 1,2,4,...,64 GPU)")
-    add("--moeperf-rate", metavar="REQ_PER_S", default=None,
-        help="serving: open-loop arrival rates in requests/s, comma-separated (default none)")
-    add("--moeperf-arrival", metavar="KIND", default=None, help="serving: poisson (seeded, default) or constant arrivals")
-    add("--moeperf-requests", metavar="N", default=None,
-        help="serving: requests per load point (default 4 per user, >= 8; open loop ~20 s of arrivals, 6 s on CPU)")
-    add("--moeperf-warmup-requests", metavar="N", default=None, help="serving: untimed requests when an engine starts (default 4)")
-    add("--moeperf-serving-lengths", metavar="IN/OUT", default=None,
-        help="serving: input/output token lengths, each N, uniform:LO-HI or normal:MEAN,STD (default: "
-             "--moeperf-contexts/--moeperf-new-tokens if given, else 128/16 CPU, 2048/64 GPU)")
-    add("--moeperf-kv-block-size", metavar="TOKENS", default=None, help="serving: KV block size (default 32 CPU, transformers' 256 GPU)")
-    add("--moeperf-kv-blocks", metavar="N", default=None, help="serving: KV blocks (default 512 CPU, sized from free memory on GPU)")
-    add("--moeperf-max-batch-tokens", metavar="N", default=None, help="serving: tokens per engine step (default 512 CPU, inferred on GPU)")
-    add("--moeperf-cuda-graphs", metavar="LIST", default=None, help="serving: auto, on, off, comma-separated: an axis (default auto)")
-    add("--moeperf-cb-compile", metavar="LEVEL", default=None, help="serving: transformers' default_compile_level 0-3 (default 0)")
-    add("--moeperf-prefix-sharing", action="store_true", default=False, help="serving: allow prefix caching (default off)")
-    add("--moeperf-slo", metavar="SLO", action="append", default=[],
-        help="serving: an SLO, a MLPerf preset (e.g. mlperf-llama2-70b-interactive) or ttft_ms=…,tpot_ms=…[,e2e_ms=…]; "
-             "repeatable, the first is the gated one (default mlperf-llama2-70b-interactive)")
-    add("--moeperf-sweep", metavar="MODE", default=None, help="serving: stop (skip loads beyond saturation, default) or full")
-    add("--moeperf-point-timeout-s", metavar="S", default=None, help="serving: time limit of one load point (default 120 CPU, 600 GPU)")
-    add("--moeperf-serving-records", metavar="PATH", default=None,
-        help="serving: per-request records, JSON lines (default .moeperf/serving-records.jsonl)")
+    from pytest_moeperf.serving.options import add_options  # ServingOptions declares its own options
+
+    add_options(parser.getgroup("moeperf").addoption)
 
 
 def _state(config) -> "ServingState":
@@ -54,7 +32,10 @@ def _state(config) -> "ServingState":
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
-    _state(config)
+    state = _state(config)
+    progress = getattr(getattr(config, "_moeperf", None), "progress", None)
+    if progress is not None:  # the suite's progress lines count serving points too
+        progress.track_cases(state.point_of)
 
 
 class ServingState:
@@ -62,16 +43,28 @@ class ServingState:
         self.config = config
         self._options = None
         self._runner = None
+        self._sweep = None
         self.points: dict = {}
-        self.sweeps: dict = {}  # family -> list of SweepPoint
-        self.finished: list = []
-        self.failed: list = []
         self.resumed: list = []
+        self.resume_notes: list[str] = []
+        # serving load points as a kind of benchmark of the plugin session (results/kinds.py)
+        self.kind = BenchmarkKind(config, FIXTURE, lambda pid: self.points[pid],
+                                  lambda bench: self.moeperf_state.log_case(bench, fingerprint=self.fingerprint()),
+                                  self._log_failed)
+        self.finished, self.failed, self.started = self.kind.finished, self.kind.failed, self.kind.started
         self._usage_error = None
 
     @property
+    def moeperf_state(self):
+        return getattr(self.config, "_moeperf")
+
+    @property
     def moeperf(self):
-        return getattr(self.config, "_moeperf").session
+        return self.moeperf_state.session
+
+    def _log_failed(self, nodeid: str, point_id: str, error: str) -> None:
+        self.moeperf_state.log_started()  # a session record before the point's, as before a finished one
+        self.moeperf.log.case_failed(nodeid, point_id, error)
 
     def options(self):
         if self._options is None:
@@ -81,7 +74,7 @@ class ServingState:
                 endpoint = self.endpoint()
                 label = None
                 if endpoint is not None:
-                    from .endpoint_runner import endpoint_label
+                    from .endpoint_target import endpoint_label
 
                     label = endpoint_label(endpoint.model)
                 self._options = parse_serving_options(lambda n: self.config.getoption(n, None), self.moeperf.options,
@@ -97,18 +90,37 @@ class ServingState:
         return parse_endpoint(lambda n: self.config.getoption(n, None))
 
     @property
+    def sweep(self):
+        if self._sweep is None:
+            from .sweep import Sweep
+
+            self._sweep = Sweep(self.options().points, stop=self.options().sweep == "stop")
+        return self._sweep
+
+    @property
     def runner(self):
+        """One point runner; what varies is its target: an OpenAI-compatible server (--moeperf-endpoint)
+        or the in-process engine."""
         if self._runner is None:
+            from .runner import ServingRunner
+
             endpoint = self.endpoint()
-            if endpoint is not None:  # an OpenAI-compatible server instead of the in-process engine
-                from .endpoint_runner import EndpointRunner
+            if endpoint is not None:
+                from .endpoint_target import EndpointTarget
 
-                self._runner = EndpointRunner(self.moeperf, self.options(), endpoint)
+                target = EndpointTarget(self.options(), endpoint)
             else:
-                from .runner import ServingRunner
+                from .engine_target import EngineTarget
 
-                self._runner = ServingRunner(self.moeperf, self.options())
+                target = EngineTarget(self.moeperf, self.options(), self.sweep)
+            self._runner = ServingRunner(target, self.options())
         return self._runner
+
+    def point_of(self, item):
+        """The ServingPoint a collected item measures, or None for other tests."""
+        spec = getattr(item, "callspec", None)
+        pid = spec.params.get(FIXTURE) if spec is not None else None
+        return self.points.get(pid) if pid is not None else None
 
     def fingerprint(self) -> str:
         import dataclasses
@@ -131,6 +143,8 @@ class ServingState:
             return
         try:
             points = list(self.options().points)
+            if self.endpoint() is None:
+                self._check_inputs(points)
         except pytest.UsageError as exc:
             self._usage_error = self._usage_error or exc
             points = []
@@ -142,21 +156,55 @@ class ServingState:
         if self._usage_error is not None:
             raise self._usage_error
 
+    def _check_inputs(self, points) -> None:
+        """Each model's shortest drawn prompt fits its chat template (as the deployment cases' contexts
+        are checked), before any model loads: one line naming --moeperf-serving-lengths."""
+        from pytest_moeperf.model.context import ContextError, build_exact_context
+        from pytest_moeperf.model.presets import get_preset
+        from pytest_moeperf.model.tokenizer import get_tokenizer
+
+        from .options import smallest_drawn
+
+        smallest: dict[str, tuple[int, object]] = {}
+        for p in points:
+            low = smallest_drawn(self.options(), p)[0]
+            if p.model not in smallest or low < smallest[p.model][0]:
+                smallest[p.model] = (low, p.input_len)
+        for model, (low, spec) in smallest.items():
+            preset = get_preset(model)
+            try:
+                tok = get_tokenizer(preset.family, preset.vocab_size, self.moeperf.options.checkpoint_for(model))
+                build_exact_context(tok, low)
+            except (ContextError, ValueError) as exc:
+                raise pytest.UsageError(f"--moeperf-serving-lengths: input {spec} draws a {low}-token prompt for "
+                                        f"{model}: {exc}") from None
+
     def pytest_collection_modifyitems(self, session, config, items):
         if self.endpoint() is not None:  # the in-process generate() cases measure no server: not run
             local = [i for i in items if "moeperf_case" in getattr(i, "fixturenames", ())]
             if local:
                 config.hook.pytest_deselected(items=local)
                 items[:] = [i for i in items if i not in local]
-        if not config.getoption("moeperf_resume", False) or not any(FIXTURE in getattr(i, "fixturenames", ()) for i in items):
+        serving = any(FIXTURE in getattr(i, "fixturenames", ()) for i in items)
+        if serving and self._usage_error is None and not hasattr(config, "workerinput"):
+            from pytest_moeperf.results.outputs import check_run_outputs
+
+            try:  # every output, the request records included, before any model loads
+                check_run_outputs(lambda n: config.getoption(n, None), self.moeperf.options, serving=True)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        if not config.getoption("moeperf_resume", False) or not serving:
             return
-        from pytest_moeperf.results.results_log import finished_case_ids
+        from pytest_moeperf.results.documents import SERVING
+        from pytest_moeperf.results.results_log import resume_plan_for
 
         path = self.moeperf.options.results_path
-        try:
-            done = finished_case_ids(path, self.fingerprint()) if os.path.exists(path) else set()
+        try:  # the deployment cases' plan, for this kind under its own fingerprint
+            done, notes = resume_plan_for(path, self.fingerprint(), SERVING)
         except (OSError, ValueError) as exc:
             raise pytest.UsageError(f"--moeperf-resume: cannot read {path}: {exc}") from None
+        # a missing log and torn lines are said once, by the cases' plan (plugin.py)
+        self.resume_notes = [n for n in notes if "measured again" in n]
         keep, skipped = [], []
         for item in items:
             spec = getattr(item, "callspec", None)
@@ -167,68 +215,40 @@ class ServingState:
             items[:] = keep
             self.resumed = [i.callspec.params[FIXTURE] for i in skipped]
 
-    def beyond_saturation(self, point) -> str | None:
-        from .sweep import knee, saturation_index
-
-        if self.options().sweep != "stop":
-            return None
-        done = self.sweeps.get(point.family, [])
-        i = saturation_index(done)
-        if i is None or point.load.value <= sorted(done, key=lambda p: p.load)[i].load:
-            return None
-        k = knee(done)
-        return (f"beyond saturation (knee at {k.load:g}, {k.output_tokens_per_s:.4g} tokens/s)" if k else
-                "beyond saturation (the lowest load already saturated or failed)")
-
-    def record(self, point, info: dict | None) -> None:
-        from .sweep import SweepPoint
-
-        self.sweeps.setdefault(point.family, []).append(
-            SweepPoint(point.load.value, info and info.get("output_tokens_per_s"), info and info.get("req_ttft_ms_p50")))
-
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
-        spec = getattr(item, "callspec", None)
-        if call.when != "call" or spec is None or FIXTURE not in spec.params:
-            return
-        report = outcome.get_result()
-        point = self.points[spec.params[FIXTURE]]
-        log = self.moeperf.log
-        if not getattr(self, "_log_started", False):
-            log.session_started(getattr(self.config, "_moeperf").machine_info_extra())
-            self._log_started = True
-        fixture = getattr(item, "funcargs", {}).get("benchmark")
-        if report.passed and fixture is not None and getattr(fixture, "stats", None) is not None:
-            bench = fixture.stats.as_dict(include_data=True)
-            saved, log.fingerprint = log.fingerprint, self.fingerprint()
-            try:
-                log.case_finished(bench)
-            finally:
-                log.fingerprint = saved
-            self.finished.append((point, bench["extra_info"]))
-        elif report.failed:
-            from pytest_moeperf.plugin.plugin import _report_line
+        done = self.kind.reported(item, call, outcome.get_result())
+        if done is not None and done[1] is not None:
+            self.sweep.record(done[0], None)  # a failed point counts as saturated
 
-            error = _report_line(report)
-            log.case_failed(item.nodeid, point.point_id, error)
-            self.failed.append((point, error))
-            self.record(point, None)
+    def pytest_runtest_call(self, item):
+        self.kind.call_started(item)
+
+    def pytest_benchmark_update_json(self, config, benchmarks, output_json):
+        self.kind.drop_unfinished(output_json)
 
     def pytest_terminal_summary(self, terminalreporter):
+        for note in self.resume_notes:
+            terminalreporter.write_line(f"moeperf resume: {note}")
         if self.resumed:
-            terminalreporter.write_line(f"moeperf resume: {len(self.resumed)} serving point(s) already finished")
+            everything = not (self.finished or self.failed or self.started)
+            terminalreporter.write_line(
+                f"moeperf resume: {'all ' if everything else ''}{len(self.resumed)} serving point(s) already finished "
+                f"in {self.moeperf.options.results_path}: {', '.join(self.resumed)}" + ("; nothing left to run" if everything else ""))
         if not (self.finished or self.failed):
             return
         from .summary import render_serving_summary
 
         terminalreporter.write_sep("=", "moeperf serving metrics")
-        terminalreporter.write_line(render_serving_summary(self.finished, self.failed, self.sweeps))
+        terminalreporter.write_line(render_serving_summary(self.finished, self.failed, self.sweep.done))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session):
-        if self._runner is not None:
+        if self._runner is not None:  # Ctrl-C included: the engine stops before its event loop closes
             self._runner.close()
+        if self.resumed and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # a finished sweep resumed: done, not "no tests"
 
 
 @pytest.fixture
@@ -240,24 +260,32 @@ def moeperf_serving_point(request):
 @pytest.fixture
 def moeperf_serve(moeperf, benchmark, request):
     """``moeperf_serve(point)`` runs one load point through benchmark.pedantic and fills extra_info."""
+    from pytest_moeperf.results.outputs import drop_unfinished_fixture
+
     from .runner import ServingPointFailed
 
     state = _state(request.config)
 
     def serve(point):
-        why = state.beyond_saturation(point)
+        why = state.sweep.beyond_saturation(point)
         if why:
             pytest.skip(why)
 
         def run_once(target):
             benchmark.pedantic(target, rounds=1, iterations=1, warmup_rounds=0)
 
+        error = None
         try:
             info = state.runner.measure(point, run_once)
         except ServingPointFailed as exc:
-            pytest.fail(f"{point.point_id}: {exc}", pytrace=False)
+            error = f"{point.point_id}: {exc}"
+        except BaseException:  # Ctrl-C mid-load: the point has no round; pytest-benchmark must not summarise it
+            drop_unfinished_fixture(benchmark)
+            raise
+        if error is not None:  # outside the except: pytest shows the one line, not a chained second copy
+            pytest.fail(error, pytrace=False)
         benchmark.extra_info.update(info)
-        state.record(point, info)
+        state.sweep.record(point, info)
         return info
 
     return serve

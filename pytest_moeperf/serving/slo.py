@@ -1,7 +1,9 @@
 """Service-level objectives: named presets from MLPerf Inference and ``ttft_ms=…,tpot_ms=…`` specs.
 
-A request meets an SLO when it succeeded and every limit the SLO sets holds (vLLM's
-``--goodput`` rule). The presets are MLPerf Inference's published per-benchmark TTFT/TPOT
+A request meets an SLO when it succeeded and every limit the SLO sets holds (vLLM's and
+AIPerf's ``--goodput``). A limit on a metric the request has no value for is missed: a request with
+one output token has no TPOT, so it misses a TPOT limit (AIPerf agrees; vLLM sets such a request's
+TPOT to 0 and counts it as good). One token is no evidence of the decode pace a TPOT limit promises. The presets are MLPerf Inference's published per-benchmark TTFT/TPOT
 limits (LLM Server scenario; the "interactive" variants are its tighter pairs), as gathered
 in /work/shared/notes/field-facts.md from MLPerf's own sources.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytest_moeperf.plugin.options import positive_number
+from pytest_moeperf.settings.parsers import positive_number
 
 SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
 

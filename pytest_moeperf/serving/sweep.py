@@ -46,3 +46,47 @@ def knee(points: list[SweepPoint]) -> SweepPoint | None:
     if i is None or i == 0:
         return None
     return sorted(points, key=lambda p: p.load)[i - 1]
+
+
+class Sweep:
+    """Sweep-wide planning over every load point of a run, above the point runner: what one point
+    cannot know alone. The largest concurrency and the longest request of a model (the KV cache is
+    sized once for them), the batches the MoE routing table covers, and the saturation stop (the
+    points measured so far, by family). ``points``: the run's ServingPoints; ``stop``: --moeperf-sweep stop."""
+
+    def __init__(self, points, stop: bool = True):
+        self.points = tuple(points)
+        self.stop = stop
+        self.done: dict = {}  # family -> [SweepPoint]
+
+    def largest_users(self, model: str) -> int:
+        return max([int(p.load.value) for p in self.points if p.load.closed_loop and p.model == model] or [0])
+
+    def longest_request(self, model: str) -> int:
+        return max(p.input_len.max + p.output_len.max for p in self.points if p.model == model)
+
+    def routing_batches(self) -> list[int]:
+        """1, 2, 4, ... up to the run's largest concurrency, and that concurrency itself."""
+        top = max([int(p.load.value) for p in self.points if p.load.closed_loop] or [1])
+        out, b = [], 1
+        while b < top:
+            out.append(b)
+            b *= 2
+        return sorted(set(out + [top]))
+
+    def record(self, point, info: dict | None) -> None:
+        """A measured point (None: it failed, which counts as saturated)."""
+        self.done.setdefault(point.family, []).append(
+            SweepPoint(point.load.value, info and info.get("output_tokens_per_s"), info and info.get("req_ttft_ms_p50")))
+
+    def beyond_saturation(self, point) -> str | None:
+        """Why ``point`` is skipped (its family saturated at a lower load), or None to measure it."""
+        if not self.stop:
+            return None
+        done = self.done.get(point.family, [])
+        i = saturation_index(done)
+        if i is None or point.load.value <= sorted(done, key=lambda p: p.load)[i].load:
+            return None
+        k = knee(done)
+        return (f"beyond saturation (knee at {k.load:g}, {k.output_tokens_per_s:.4g} tokens/s)" if k else
+                "beyond saturation (the lowest load already saturated or failed)")

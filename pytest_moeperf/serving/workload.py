@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .backend import ServingRequest
 
 DISTRIBUTIONS = ("fixed", "uniform", "normal")
 
@@ -106,6 +105,8 @@ class PromptCache:
 
 
 def build_workload(spec: WorkloadSpec, prompts: PromptCache, prefix: str = "r") -> list[ServingRequest]:
+    from .backend import ServingRequest  # here: the option parsers import this module at every pytest start
+
     out = []
     for i, (n_in, n_out) in enumerate(spec.lengths()):
         ids = prompts.ids(n_in, spec.seed * 1_000_003 + i)
@@ -117,5 +118,7 @@ def build_workload(spec: WorkloadSpec, prompts: PromptCache, prefix: str = "r") 
 def synthetic_workload(num_requests: int, input_tokens: int, output_tokens: int, prefix: str = "r") -> list[ServingRequest]:
     """Requests with placeholder prompt ids (no tokenizer): for backends that ignore the prompt,
     such as the stub of the harness speed benchmark."""
+    from .backend import ServingRequest  # here: the option parsers import this module at every pytest start
+
     ids = tuple(range(1, input_tokens + 1))
     return [ServingRequest(f"{prefix}{i}", ids, output_tokens) for i in range(num_requests)]

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""How often the A/B rule decides FAIL / PASS / INCONCLUSIVE, and in how many GPU minutes, from real runs.
+
+Not part of the product: the numbers behind the A/B power table in
+docs/evidence/ab-h200-2026-12-02.md (issue 25, item 5).
+Each simulated run's level is a real same-code run's metric relative to its job's mean (the runs of
+baselines/h200-runs/2026-12-02c-ab/{aa2,slow10 A side,cache B side}: static backend, reused cache, one
+H200); B's is another such draw times (1 + effect). Pairs are added as the ab runner adds them and each
+look asks ``pytest_moeperf.ab.paired.decide_ratios`` (the rule itself). Minutes: the warm-up runs and
+the pairs at the run times measured in the same jobs.
+
+    python studies/ab_power.py baselines/h200-runs/2026-12-02c-ab --effects 0,2,5,10 --trials 2000 --json power.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pytest_moeperf.ab import paired  # noqa: E402
+from pytest_moeperf.metrics import schema  # noqa: E402
+
+SAME_CODE = (("aa2", "A"), ("aa2", "B"), ("slow10", "A"), ("cache", "B"))
+
+
+def same_code_levels(root: Path, metric: str) -> tuple[list[float], float, float]:
+    """(relative run levels, median warm run seconds, median warm-up run seconds)."""
+    rel, warm_s, cold_s = [], [], []
+    for job, side in SAME_CODE:
+        vals = []
+        for f in sorted((root / job / "runs").glob(f"*-{side}.json")):
+            doc = json.loads(f.read_text())
+            ab = doc["commit_info"]["moeperf_ab"]
+            bench = doc["benchmarks"][0]["extra_info"]
+            (cold_s if bench["first_call_s"] > 50 else warm_s).append(ab["seconds"])
+            if ab["pair"] > 0:
+                vals.append(bench[metric])
+        mean = statistics.fmean(vals)
+        rel += [v / mean for v in vals]
+    return rel, statistics.median(warm_s), statistics.median(cold_s)
+
+
+def trial(rng, rel, effect, metric, thr, alpha, min_pairs, max_pairs):
+    ratios = []
+    looks = max_pairs - min_pairs + 1
+    for n in range(1, max_pairs + 1):
+        a, b = rng.choice(rel), rng.choice(rel) * (1 + effect / 100)
+        ratios.append(b / a)
+        if n >= min_pairs:
+            r = paired.decide_ratios(ratios, metric, thr, alpha=alpha, looks=looks)
+            if r.outcome != paired.UNDECIDED:
+                return r.verdict, r.outcome, n
+    return paired.INCONCLUSIVE, paired.UNDECIDED, max_pairs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("root", type=Path)
+    p.add_argument("--metric", default="tpot_ms")
+    p.add_argument("--effects", default="0,2,5,10")
+    p.add_argument("--thresholds", default="2")
+    p.add_argument("--max-pairs", default="8,12")
+    p.add_argument("--min-pairs", type=int, default=3)
+    p.add_argument("--alpha", type=float, default=paired.DEFAULT_ALPHA)
+    p.add_argument("--warmup-runs", type=int, default=1)
+    p.add_argument("--trials", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args(argv)
+    metric = schema.METRICS_BY_KEY[a.metric]
+    rel, warm_s, cold_s = same_code_levels(a.root, a.metric)
+    rng = np.random.default_rng(a.seed)
+    sd = statistics.stdev(rel) * 100
+    print(f"{len(rel)} same-code runs, run-to-run CV {sd:.2f} %, warm run {warm_s:.0f} s, warm-up run {cold_s:.0f} s")
+    rows = []
+    for thr in (float(x) for x in a.thresholds.split(",")):
+        for max_pairs in (int(x) for x in a.max_pairs.split(",")):
+            for eff in (float(x) for x in a.effects.split(",")):
+                out = [trial(rng, rel, eff, metric, thr, a.alpha, a.min_pairs, max_pairs) for _ in range(a.trials)]
+                minutes = [(2 * a.warmup_runs * cold_s + 2 * n * warm_s) / 60 for _, _, n in out]
+                decided = [m for (v, o, n), m in zip(out, minutes) if o != paired.UNDECIDED]
+                row = {"threshold_pct": thr, "max_pairs": max_pairs, "effect_pct": eff, "trials": a.trials,
+                       "fail": sum(v == paired.FAIL for v, _, _ in out) / a.trials,
+                       "pass_same": sum(o == paired.SAME for _, o, _ in out) / a.trials,
+                       "inconclusive": sum(o == paired.UNDECIDED for _, o, _ in out) / a.trials,
+                       "median_minutes_to_decision": statistics.median(decided) if decided else None,
+                       "median_minutes": statistics.median(minutes)}
+                rows.append(row)
+                print(f"thr {thr:g}% max {max_pairs:2d} pairs effect {eff:+4.0f}%: FAIL {row['fail']:.1%} "
+                      f"PASS(same) {row['pass_same']:.1%} INCONCLUSIVE {row['inconclusive']:.1%}, median minutes "
+                      f"to a decision {row['median_minutes_to_decision'] or float('nan'):.1f} (all: {row['median_minutes']:.1f})")
+    if a.json:
+        a.json.write_text(json.dumps({"runs": len(rel), "run_cv_pct": sd, "warm_run_s": warm_s, "warmup_run_s": cold_s,
+                                      "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
