@@ -35,7 +35,7 @@ if [ ! -f "$run/DONE" ] && ! { [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev
 fi
 end=$((SECONDS + wait_s))
 while [ $SECONDS -lt $end ] && [ ! -f "$run/DONE" ]; do sleep 2; done
-tar czf "$out/$name.tgz" -C "$base" "$name"
+tar czf "$out/$name.tgz" --exclude="*.logits" -C "$base" "$name"  # first-step logits stay on the machine (MBs a run)
 cp "$run/steps.tsv" "$out/steps.tsv" 2>/dev/null
 ls "$run" | grep '\.done$' | sed 's/\.done$//' | tr '\n' ' ' | sed 's/^/done steps: /'; echo
 if [ -f "$run/DONE" ]; then echo "plan ended:"; cat "$run/DONE"; else echo "still running: run the same command again"; fi
