@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -150,3 +151,18 @@ def test_an_interrupted_benchmark_is_left_out_of_the_json(pytester):
     doc = json.loads((pytester.path / "out.json").read_text())
     assert [b["name"] for b in doc["benchmarks"]] == ["test_done"]
     assert "min() arg is an empty sequence" not in result.stdout.str() + result.stderr.str()
+
+
+def test_defer_changes_a_5_2_declaration_with_the_installed_pytest(tmp_path):
+    """pytest-benchmark 5.2 declares --benchmark-json as argparse.FileType('wb'); pytest 9.1 made an option's
+    ``type`` a read-only view of its argparse action (the H200 image: AttributeError at start-up before)."""
+    from _pytest.config.argparsing import Parser
+
+    parser = Parser(_ispytest=True)
+    parser.getgroup("benchmark").addoption("--benchmark-json", metavar="PATH", type=argparse.FileType("wb"))
+    bench_api._defer(parser)
+    path = tmp_path / "r.json"
+    path.write_text("kept")
+    parsed = parser.parse_known_args([f"--benchmark-json={path}"])
+    assert isinstance(parsed.benchmark_json, bench_api.DeferredJsonFile)
+    assert path.read_text() == "kept"

@@ -112,12 +112,16 @@ def _deferred_json(value: str):
 
 
 def _defer(parser) -> None:
-    """pytest 8 builds its argparse parser from the options' ``attrs()`` at each parse; pytest 9 adds
+    """pytest 8 builds its argparse parser from the options' ``attrs()`` at each parse; pytest 9.1 wraps the
+    argparse action (``type`` a read-only property, ``attrs()`` the action's ``__dict__``); pytest 9 adds
     each option to ``parser.optparser`` when it is declared, so there the argparse action's type is
     changed (argparse's ``_option_string_actions``; tests/test_bench_api.py fails if it stops working)."""
     for option in parser.getgroup("benchmark").options:
-        if "--benchmark-json" in option.names() and isinstance(option.attrs().get("type"), argparse.FileType):
-            option.attrs()["type"] = option.type = _deferred_json
+        attrs = option.attrs()  # pytest >= 9.1: the argparse action's own __dict__; before: a copy
+        if "--benchmark-json" in option.names() and isinstance(attrs.get("type"), argparse.FileType):
+            attrs["type"] = _deferred_json
+            if not isinstance(getattr(type(option), "type", None), property):  # pytest < 9.1 keeps its own
+                option.type = _deferred_json
     action = getattr(getattr(parser, "optparser", None), "_option_string_actions", {}).get("--benchmark-json")
     if action is not None and isinstance(action.type, argparse.FileType):
         action.type = _deferred_json
