@@ -3,13 +3,16 @@
 
 Not part of the product: the numbers behind the A/B power table in
 docs/evidence/ab-h200-2026-12-02.md (issue 25, item 5).
-Each simulated run's level is a real same-code run's metric relative to its job's mean (the runs of
-baselines/h200-runs/2026-12-02c-ab/{aa2,slow10 A side,cache B side}: static backend, reused cache, one
-H200); B's is another such draw times (1 + effect). Pairs are added as the ab runner adds them and each
-look asks ``pytest_moeperf.ab.paired.decide_ratios`` (the rule itself). Minutes: the warm-up runs and
-the pairs at the run times measured in the same jobs.
+Each simulated run's level is a real same-code run's metric relative to its job's mean (JOB[:SIDES]
+arguments: an ab job's folder and the sides run with the same code, A, B or AB (the default); e.g.
+baselines/h200-runs/2026-12-02c-ab/{aa2,slow10:A,cache:B} on one H200 and
+baselines/h200-runs/2026-12-03-aa/{aa3,aa4,aa5} on another: static backend, reused cache); B's is another
+such draw times (1 + effect). Pairs are added as the ab runner adds them and each look asks
+``pytest_moeperf.ab.paired.decide_ratios`` (the rule itself). Minutes: the warm-up runs and the pairs at
+the run times measured in the same jobs.
 
-    python studies/ab_power.py baselines/h200-runs/2026-12-02c-ab --effects 0,2,5,10 --trials 2000 --json power.json
+    R=baselines/h200-runs/2026-12-02c-ab
+    python studies/ab_power.py $R/aa2 $R/slow10:A $R/cache:B --effects 0,2,5,10 --trials 2000 --json power.json
 """
 
 from __future__ import annotations
@@ -27,24 +30,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pytest_moeperf.ab import paired  # noqa: E402
 from pytest_moeperf.metrics import schema  # noqa: E402
 
-SAME_CODE = (("aa2", "A"), ("aa2", "B"), ("slow10", "A"), ("cache", "B"))
-
-
-def same_code_levels(root: Path, metric: str) -> tuple[list[float], float, float]:
-    """(relative run levels, median warm run seconds, median warm-up run seconds)."""
+def same_code_levels(jobs: list[str], metric: str) -> tuple[list[float], float, float]:
+    """(relative run levels, median warm run seconds, median warm-up run seconds) over JOB[:SIDES] folders;
+    each job's runs are taken relative to that job's mean (its board and session), their deviations
+    scaled by sqrt(n / (n - 1)) so that the pool keeps the spread a job's own mean takes away."""
     rel, warm_s, cold_s = [], [], []
-    for job, side in SAME_CODE:
+    for spec in jobs:
+        folder, _, sides = spec.partition(":")
         vals = []
-        for f in sorted((root / job / "runs").glob(f"*-{side}.json")):
+        for f in sorted((Path(folder) / "runs").glob("*.json")):
             doc = json.loads(f.read_text())
             ab = doc["commit_info"]["moeperf_ab"]
+            if ab["side"] not in (sides or "AB"):
+                continue
             bench = doc["benchmarks"][0]["extra_info"]
             (cold_s if bench["first_call_s"] > 50 else warm_s).append(ab["seconds"])
             if ab["pair"] > 0:
                 vals.append(bench[metric])
-        mean = statistics.fmean(vals)
-        rel += [v / mean for v in vals]
-    return rel, statistics.median(warm_s), statistics.median(cold_s)
+        if not vals:
+            raise SystemExit(f"{spec}: no measured runs (an ab job's folder, with runs/*.json)")
+        mean, inflate = statistics.fmean(vals), (len(vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 1.0
+        rel += [1 + (v / mean - 1) * inflate for v in vals]  # deviations from the job's own mean lose 1/n of the spread
+    return rel, statistics.median(warm_s), statistics.median(cold_s) if cold_s else statistics.median(warm_s)
 
 
 def trial(rng, rel, effect, metric, thr, alpha, min_pairs, max_pairs):
@@ -62,7 +69,7 @@ def trial(rng, rel, effect, metric, thr, alpha, min_pairs, max_pairs):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("root", type=Path)
+    p.add_argument("jobs", nargs="+", metavar="JOB[:SIDES]")
     p.add_argument("--metric", default="tpot_ms")
     p.add_argument("--effects", default="0,2,5,10")
     p.add_argument("--thresholds", default="2")
@@ -75,7 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
     metric = schema.METRICS_BY_KEY[a.metric]
-    rel, warm_s, cold_s = same_code_levels(a.root, a.metric)
+    rel, warm_s, cold_s = same_code_levels(a.jobs, a.metric)
     rng = np.random.default_rng(a.seed)
     sd = statistics.stdev(rel) * 100
     print(f"{len(rel)} same-code runs, run-to-run CV {sd:.2f} %, warm run {warm_s:.0f} s, warm-up run {cold_s:.0f} s")

@@ -164,6 +164,10 @@ def print_result(result: dict, verbose: bool) -> None:
     print(f"ab: {result['verdict']} after {result['pairs']} pairs, {minutes:.1f} min ({result['stopped']})")
 
 
+def _settle_cell(m: dict) -> str:
+    return paired.settle_text(m["pairs_to_settle"]) if m["outcome"] == paired.UNDECIDED else "—"
+
+
 def markdown(result: dict) -> str:
     lines = [f"# A/B: {result['verdict']}", "",
              f"{result['pairs']} pairs, {result['elapsed_s'] / 60:.1f} min, stopped: {result['stopped']}; "
@@ -175,7 +179,7 @@ def markdown(result: dict) -> str:
         ch = "—" if m["change_pct"] is None else f"{m['change_pct']:+.2f} %"
         ci = "—" if m["ci_low_pct"] is None else f"[{m['ci_low_pct']:+.2f}, {m['ci_high_pct']:+.2f}] %"
         lines.append(f"| `{m['bench']}` | {m['metric']} | {m['verdict']} | {m['outcome']} | {ch} | {ci} | "
-                     f"{m['threshold_pct']:g} % | {m['pairs']} | {m['pairs_to_settle'] or '—'} |")
+                     f"{m['threshold_pct']:g} % | {m['pairs']} | {_settle_cell(m)} |")
     if result["outputs"]:
         lines += ["", "| benchmark | same tokens | first difference | first-step logits max abs diff |",
                   "|---|---|---|---|"]

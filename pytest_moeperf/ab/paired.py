@@ -65,9 +65,7 @@ class PairedMetric:
         if self.change_pct is None:
             return f"{self.verdict:<12} {self.metric:<14} {self.outcome}: {self.pairs} pairs, {case}"[:120]
         ci = f"[{self.ci_low_pct:+.1f}, {self.ci_high_pct:+.1f}]"
-        tail = ""
-        if self.verdict == INCONCLUSIVE:
-            tail = f", ~{self.pairs_to_settle} pairs" if self.pairs_to_settle else ", at the threshold"
+        tail = f", {settle_text(self.pairs_to_settle)}" if self.verdict == INCONCLUSIVE else ""
         text = (f"{self.verdict:<12} {self.metric:<14} {self.change_pct:+.1f}% {ci} thr {self.threshold_pct:g}% "
                 f"n={self.pairs}{tail} {case}")
         return text[:120]
@@ -132,6 +130,16 @@ def classify(lo: float, hi: float, direction: str, threshold_pct: float) -> str:
     if worse_lo >= -t and worse_hi <= t:
         return SAME
     return UNDECIDED
+
+
+SETTLE_SHOWN_MAX = 100  # beyond this many pairs the estimate is shown as "> 100": the change sits near the threshold
+
+
+def settle_text(pairs: int | None) -> str:
+    """What a view prints for :func:`pairs_to_settle`: "~N pairs", "> 100 pairs" or "at the threshold"."""
+    if pairs is None:
+        return "at the threshold"
+    return f"> {SETTLE_SHOWN_MAX} pairs" if pairs > SETTLE_SHOWN_MAX else f"~{pairs} pairs"
 
 
 def pairs_to_settle(mean: float, sd: float, n: int, threshold_pct: float, alpha: float, looks: int) -> int | None:
