@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from pytest_moeperf.plugin import assert_rewrite
+
 pytestmark = pytest.mark.e2e  # every test here runs pytest in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# what pytest itself imports (and so rewrites) before the plugin module's first line unmarks the package
+PYTEST_IMPORTS_ITSELF = {"pytest_moeperf", "pytest_moeperf.plugin", "pytest_moeperf.plugin.plugin",
+                         "pytest_moeperf.plugin.assert_rewrite", "pytest_moeperf.parallel.xdist_plugin",
+                         "pytest_moeperf.serving.plugin", "pytest_moeperf.parallel", "pytest_moeperf.serving"}
 
 # written by the plain suite's conftest at the end of the session
 PROBE = textwrap.dedent("""
@@ -28,8 +35,13 @@ PROBE = textwrap.dedent("""
                             "pytest_moeperf.serving.engine", "pytest_moeperf.serving.loadgen",
                             "pytest_moeperf.serving.backend", "pytest_moeperf.parallel.xdist_run",
                             "pytest_moeperf.parallel.assign") if m in sys.modules]
+        rewritten = sorted(m for m, mod in list(sys.modules.items()) if m.startswith("pytest_moeperf")
+                           and type(getattr(getattr(mod, "__spec__", None), "loader", None)).__name__
+                           == "AssertionRewritingHook")
         with open(os.environ["MOEPERF_PROBE"], "w") as f:
-            json.dump({"loaded": mods, "plugin": "pytest_moeperf.plugin.plugin" in sys.modules}, f)
+            json.dump({"loaded": mods, "plugin": "pytest_moeperf.plugin.plugin" in sys.modules,
+                       "package_modules": sum(m.startswith("pytest_moeperf") for m in sys.modules),
+                       "rewritten": rewritten}, f)
 """)
 
 
@@ -69,6 +81,22 @@ def test_a_plain_suite_imports_no_numpy_and_reads_no_stored_run(plain_project):
     assert probe["plugin"], probe  # the plugin was loaded (entry point) ...
     assert probe["loaded"] == [], probe  # ... and nothing of the gate, numpy, scipy, serving or xdist came with it
     assert "moeperf gate" not in proc.stdout
+    # pytest rewrites only the modules it imports itself before the plugin unmarks the package (the package,
+    # the plugin module and the entry points it names); the options' and hooks' modules load compiled
+    assert set(probe["rewritten"]) <= PYTEST_IMPORTS_ITSELF, probe["rewritten"]
+    assert probe["package_modules"] > len(PYTEST_IMPORTS_ITSELF) + 10, probe
+
+
+def test_leave_package_unrewritten_unmarks_only_this_package():
+    class AssertionRewritingHook:  # pytest's attributes, as _pytest/assertion/rewrite.py has them
+        _must_rewrite = {"pytest_moeperf", "other_plugin"}
+        _marked_for_rewrite_cache = {"pytest_moeperf.gate": True}
+
+    hook = AssertionRewritingHook()
+    assert assert_rewrite.leave_package_unrewritten(hook)
+    assert hook._must_rewrite == {"other_plugin"} and hook._marked_for_rewrite_cache == {}
+    assert not assert_rewrite.leave_package_unrewritten(hook)  # already unmarked
+    assert not assert_rewrite.leave_package_unrewritten(object())  # a hook without them: nothing happens
 
 
 def test_a_moeperf_option_starts_the_gate_which_reads_the_storage(plain_project):

@@ -11,14 +11,18 @@ import sys
 
 import pytest
 
-from pytest_moeperf import __version__
-from pytest_moeperf.gate import config as gate_config
-from pytest_moeperf.measure import run_options
-from pytest_moeperf.measure.run_options import GPU_KINDS, parse_options
-from pytest_moeperf.serving import endpoint
-from pytest_moeperf.results import bench_api
-from pytest_moeperf.results.kinds import BenchmarkKind
-from pytest_moeperf.results.outputs import check_run_outputs
+from pytest_moeperf.plugin.assert_rewrite import leave_package_unrewritten
+
+leave_package_unrewritten()  # before the package's other modules load: they import as compiled, not rewritten
+
+from pytest_moeperf import __version__  # noqa: E402
+from pytest_moeperf.gate import config as gate_config  # noqa: E402
+from pytest_moeperf.measure import run_options  # noqa: E402
+from pytest_moeperf.measure.run_options import GPU_KINDS, parse_options  # noqa: E402
+from pytest_moeperf.results import bench_api  # noqa: E402
+from pytest_moeperf.results.kinds import BenchmarkKind  # noqa: E402
+from pytest_moeperf.results.outputs import check_run_outputs  # noqa: E402
+from pytest_moeperf.serving import endpoint  # noqa: E402
 
 SESSION_KEY = "_moeperf"
 
