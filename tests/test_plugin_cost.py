@@ -66,10 +66,10 @@ def plain_project(tmp_path_factory) -> Path:
     return d
 
 
-def _pytest(project: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+def _pytest(project: Path, *args: str, env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     probe = project / "probe.json"
     probe.unlink(missing_ok=True)
-    env = {**os.environ, "PYTEST_ADDOPTS": "", "MOEPERF_PROBE": str(probe)}
+    env = {**os.environ, "PYTEST_ADDOPTS": "", "MOEPERF_PROBE": str(probe), **(env_extra or {})}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=project,
                           capture_output=True, text=True, timeout=300, env=env)
     return proc, (json.loads(probe.read_text()) if probe.exists() else {})
@@ -81,8 +81,22 @@ def test_a_plain_suite_imports_no_numpy_and_reads_no_stored_run(plain_project):
     assert probe["plugin"], probe  # the plugin was loaded (entry point) ...
     assert probe["loaded"] == [], probe  # ... and nothing of the gate, numpy, scipy, serving or xdist came with it
     assert "moeperf gate" not in proc.stdout
-    # pytest rewrites only the modules it imports itself before the plugin unmarks the package (the package,
-    # the plugin module and the entry points it names); the options' and hooks' modules load compiled
+
+
+def test_a_wheel_install_rewrites_only_what_pytest_imports_itself(plain_project, tmp_path):
+    """A wheel's RECORD lists the package's files, so pytest marks the whole package for assertion rewriting
+    (an editable install, as here, lists none). A dist-info on PYTHONPATH with such a RECORD and a pytest11
+    entry point makes pytest mark it as for a wheel; the plugin then unmarks it before its other imports."""
+    info = tmp_path / "site" / "pytest_moeperf_wheel-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pytest-moeperf-wheel\nVersion: 0\n")
+    (info / "RECORD").write_text("pytest_moeperf/__init__.py,,\npytest_moeperf/plugin/plugin.py,,\n")
+    (info / "entry_points.txt").write_text("[pytest11]\nmoeperf = pytest_moeperf.plugin.plugin\n")
+    proc, probe = _pytest(plain_project, "-q", env_extra={"PYTHONPATH": str(tmp_path / "site")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # pytest rewrote the plugin module (proof that the package was marked), and nothing the
+    # plugin imports after its first line: the options' and hooks' modules load compiled
+    assert "pytest_moeperf.plugin.plugin" in probe["rewritten"], probe["rewritten"]
     assert set(probe["rewritten"]) <= PYTEST_IMPORTS_ITSELF, probe["rewritten"]
     assert probe["package_modules"] > len(PYTEST_IMPORTS_ITSELF) + 10, probe
 
